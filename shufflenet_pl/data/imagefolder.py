@@ -1,0 +1,180 @@
+"""A torchvision ImageFolder datamodule with the same augmentation semantics as the FFCV one:
+the fallback where FFCV cannot be installed, and the baseline that the data benchmark compares with.
+
+Workers decode and crop to uint8; conversion to float and normalisation happen on the device after
+the batch is transferred (as in FFCV's pipeline), so the CPU workers do the least work.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import v2 as T
+
+from .demo import DEMO_CLASSES, make_demo_dataset
+
+__all__ = ["ImageFolderDataModule", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
+    """Split the global batch over the ranks, refusing a split that would change the recipe."""
+    if global_batch_size < 1:
+        raise ValueError(f"data.batch_size must be >= 1, got {global_batch_size}")
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    return global_batch_size // world_size
+
+
+def normalize_on_device(images: Tensor) -> Tensor:
+    """uint8 ``(N, 3, H, W)`` -> float normalised with ImageNet mean/std (on the images' device)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() - mean) / std
+
+
+def default_num_workers() -> int:
+    """Loader workers per process: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """ImageNet-style ``root/train/<class>/*`` and ``root/val/<class>/*`` through torchvision.
+
+    Args:
+        root: folder holding ``train/`` and ``val/``.
+        demo: generate the built-in demo set under ``root`` when it is not there yet.
+        batch_size: global batch size, divided by the number of processes.
+        num_workers: loader processes per device; ``None`` picks the CPU count (at most 8).
+        train_res: side of the RandomResizedCrop for training.
+        val_res: side of the center crop for validation.
+        val_crop_ratio: center-crop ratio (224/256: resize the short side to res/ratio first).
+        crop_scale: area range of RandomResizedCrop.
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/demo",
+        demo: bool = False,
+        batch_size: int = 256,
+        num_workers: Optional[int] = None,
+        train_res: int = 176,
+        val_res: int = 224,
+        val_crop_ratio: float = 224 / 256,
+        crop_scale: Tuple[float, float] = (0.08, 1.0),
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if not 0 < val_crop_ratio <= 1:
+            raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
+        for key, value in (("train_res", train_res), ("val_res", val_res)):
+            if value < 8:
+                raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.train_res = train_res
+        self.val_res = val_res
+        self.classes: List[str] = sorted(DEMO_CLASSES) if demo else self._find_classes(self.root / "train")
+        self.train_set: Optional[datasets.ImageFolder] = None
+        self.val_set: Optional[datasets.ImageFolder] = None
+
+    @staticmethod
+    def _find_classes(folder: Path) -> List[str]:
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"data.root: {folder} does not exist; give an ImageFolder root holding train/ and val/ "
+                f"(one folder per class), or set data.demo=true for the built-in demo set"
+            )
+        classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+        if not classes:
+            raise FileNotFoundError(f"data.root: {folder} has no class folders")
+        return classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def prepare_data(self) -> None:
+        if self.hparams.demo:
+            make_demo_dataset(self.root)
+
+    def _train_transform(self) -> T.Compose:
+        return T.Compose([
+            T.RandomResizedCrop(self.train_res, scale=tuple(self.hparams.crop_scale), antialias=True),
+            T.RandomHorizontalFlip(),
+            T.PILToTensor(),
+        ])
+
+    def _val_transform(self) -> T.Compose:
+        return T.Compose([
+            T.Resize(round(self.val_res / self.hparams.val_crop_ratio), antialias=True),
+            T.CenterCrop(self.val_res),
+            T.PILToTensor(),
+        ])
+
+    def set_train_resolution(self, res: int) -> None:
+        """Change the training crop; takes effect when the next epoch's loader workers start."""
+        self.train_res = res
+        if self.train_set is not None:
+            self.train_set.transform = self._train_transform()
+
+    def setup(self, stage: str) -> None:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        self.per_device_batch_size = per_device_batch_size(self.batch_size, world_size)
+        if self.train_set is None:
+            self.train_set = datasets.ImageFolder(str(self.root / "train"), transform=self._train_transform())
+            self.val_set = datasets.ImageFolder(str(self.root / "val"), transform=self._val_transform())
+            for split in (self.train_set, self.val_set):
+                if split.classes != self.classes:
+                    raise ValueError(f"data.root: class folders of {split.root} differ from {self.root / 'train'}")
+
+    def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.per_device_batch_size,
+            shuffle=train,
+            drop_last=train and self.hparams.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            # Fresh workers each epoch pick up a new training resolution (progressive resizing).
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def predict_samples(self) -> Sequence[str]:
+        """File paths in the order ``predict_dataloader`` yields them."""
+        return [path for path, _ in self.val_set.samples]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, targets = batch
+        return normalize_on_device(images), targets

@@ -1,0 +1,34 @@
+"""Shared fixtures: a small real demo dataset (JPEG ImageFolder) written once per session."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 training and 6 validation JPEGs per class of the built-in demo set."""
+    from shufflenet_pl.data.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", train_per_class=20, val_per_class=6, progress=False)
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict:
+    """Environment for running ``shufflenet-pl`` in a subprocess from the repository root."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(args: list, cwd: Path, env: dict, timeout: float = 600):
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "shufflenet_pl.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
