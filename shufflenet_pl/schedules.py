@@ -4,7 +4,7 @@ exactly what an uninterrupted one would have used."""
 import math
 from typing import Literal, Sequence
 
-__all__ = ["LRSchedule", "lr_factor"]
+__all__ = ["LRSchedule", "lr_factor", "progressive_resolution"]
 
 LRSchedule = Literal["cosine", "linear", "step", "constant"]
 
@@ -52,3 +52,35 @@ def lr_factor(
     if schedule == "cosine":
         return final_factor + (1.0 - final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule!r}; choose cosine, linear, step or constant")
+
+
+def progressive_resolution(
+    epoch: int, min_res: int, max_res: int, end_ramp: int, start_ramp: int = 0, multiple: int = 32
+) -> int:
+    """Training resolution at epoch ``epoch`` (0-based) under progressive resizing (FFCV's ImageNet
+    recipe: low resolution early, rising linearly to the final one).
+
+    ``min_res`` up to epoch ``start_ramp``, ``max_res`` from epoch ``end_ramp`` on, and in between the
+    linear interpolation rounded to the nearest multiple of ``multiple`` (cheap sizes for the
+    network's stride-32 stages and for the GPU), clipped to ``[min_res, max_res]``.
+
+    Args:
+        epoch: current epoch.
+        min_res: resolution before the ramp.
+        max_res: resolution after the ramp.
+        end_ramp: first epoch at ``max_res``.
+        start_ramp: last epoch at ``min_res``.
+        multiple: the ramp's resolutions are multiples of this.
+    """
+    if not 0 < min_res <= max_res:
+        raise ValueError(f"need 0 < min_res <= max_res, got min_res={min_res}, max_res={max_res}")
+    if not 0 <= start_ramp <= end_ramp:
+        raise ValueError(f"need 0 <= start_ramp <= end_ramp, got start_ramp={start_ramp}, end_ramp={end_ramp}")
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    if epoch <= start_ramp:
+        return min_res
+    if epoch >= end_ramp:
+        return max_res
+    value = min_res + (max_res - min_res) * (epoch - start_ramp) / (end_ramp - start_ramp)
+    return int(min(max_res, max(min_res, round(value / multiple) * multiple)))

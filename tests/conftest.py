@@ -18,6 +18,17 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", train_per_class=20, val_per_class=6, progress=False)
 
 
+@pytest.fixture(scope="session")
+def demo_beton_root(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``demo_root`` converted by FFCV: ``train.beton`` (200 images) and ``val.beton`` (60), JPEG."""
+    pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
+    from shufflenet_pl.data.convert import convert_imagefolder
+
+    out = tmp_path_factory.mktemp("beton")
+    convert_imagefolder(demo_root, out, write_mode="jpg", num_workers=2, progress=False)
+    return out
+
+
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict:
     """Environment for running ``shufflenet-pl`` in a subprocess from the repository root."""

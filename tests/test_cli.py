@@ -14,7 +14,9 @@ DEMO = str(REPO / "configs" / "experiment" / "demo.yaml")
 
 
 def _data_args(root: Path, res: int = 64, batch: int = 16) -> list:
+    # The ImageFolder datamodule (demo.yaml's is FFCV's): these tests compare with torchvision's preprocessing.
     return [
+        "--data", "shufflenet_pl.data.ImageFolderDataModule",
         "--data.init_args.root", str(root), "--data.init_args.demo", "false",
         "--data.init_args.batch_size", str(batch), "--data.init_args.train_res", str(res),
         "--data.init_args.val_res", str(res), "--data.init_args.num_workers", "1",

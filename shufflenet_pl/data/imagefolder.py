@@ -3,20 +3,28 @@ the fallback where FFCV cannot be installed, and the baseline that the data benc
 
 Workers decode and crop to uint8; conversion to float and normalisation happen on the device after
 the batch is transferred (as in FFCV's pipeline), so the CPU workers do the least work.
+
+The sample order is :mod:`shufflenet_pl.data.ordering`'s, not Lightning's injected
+``DistributedSampler``: training order is a pure function of (seed, epoch) sharded over the ranks,
+validation gives every rank a disjoint slice (each image counted once, no padded duplicates), and
+the train loader can be checkpointed and resumed mid-epoch.
 """
 
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from .demo import DEMO_CLASSES, make_demo_dataset
+from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting,
+                       rank_samples)
 
 __all__ = ["ImageFolderDataModule", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
 
@@ -52,7 +60,7 @@ def default_num_workers() -> int:
     return max(1, min(8, cpus))
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     """ImageNet-style ``root/train/<class>/*`` and ``root/val/<class>/*`` through torchvision.
 
     Args:
@@ -65,6 +73,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         val_crop_ratio: center-crop ratio (224/256: resize the short side to res/ratio first).
         crop_scale: area range of RandomResizedCrop.
         drop_last: drop the last incomplete training batch.
+        seed: seed of the training order; epoch ``e`` always has the same order for the same seed,
+            which is what makes mid-epoch resume exact.
     """
 
     def __init__(
@@ -78,6 +88,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         val_crop_ratio: float = 224 / 256,
         crop_scale: Tuple[float, float] = (0.08, 1.0),
         drop_last: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not 0 < val_crop_ratio <= 1:
@@ -96,6 +107,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.classes: List[str] = sorted(DEMO_CLASSES) if demo else self._find_classes(self.root / "train")
         self.train_set: Optional[datasets.ImageFolder] = None
         self.val_set: Optional[datasets.ImageFolder] = None
+        self.rank, self.world_size = 0, 1
 
     @staticmethod
     def _find_classes(folder: Path) -> List[str]:
@@ -132,14 +144,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         ])
 
     def set_train_resolution(self, res: int) -> None:
-        """Change the training crop; takes effect when the next epoch's loader workers start."""
+        """Change the training crop; takes effect from the next epoch (or resumed epoch) that starts:
+        its loader workers are started lazily, after the epoch-start callbacks."""
         self.train_res = res
         if self.train_set is not None:
             self.train_set.transform = self._train_transform()
 
     def setup(self, stage: str) -> None:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        self.per_device_batch_size = per_device_batch_size(self.batch_size, world_size)
+        self.world_size = self.trainer.world_size if self.trainer is not None else 1
+        self.rank = self.trainer.global_rank if self.trainer is not None else 0
+        self.per_device_batch_size = per_device_batch_size(self.batch_size, self.world_size)
         if self.train_set is None:
             self.train_set = datasets.ImageFolder(str(self.root / "train"), transform=self._train_transform())
             self.val_set = datasets.ImageFolder(str(self.root / "val"), transform=self._val_transform())
@@ -147,29 +161,66 @@ class ImageFolderDataModule(L.LightningDataModule):
                 if split.classes != self.classes:
                     raise ValueError(f"data.root: class folders of {split.root} differ from {self.root / 'train'}")
 
-    def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, samples: Sequence[int]) -> DataLoader:
+        """A DataLoader over ``samples`` of ``dataset``, in that order."""
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
-            shuffle=train,
-            drop_last=train and self.hparams.drop_last,
+            sampler=samples,  # any iterable of indices; the order was decided by the caller
+            drop_last=False,  # the caller passes whole batches only where drop_last applies
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             # Fresh workers each epoch pick up a new training resolution (progressive resizing).
             persistent_workers=False,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+    def train_order(self, epoch: int) -> np.ndarray:
+        """Sample indices this rank reads in epoch ``epoch`` (whole batches only when ``drop_last``)."""
+        if overfitting(self.trainer):  # the same first batches every epoch, as Lightning does
+            order = np.arange(len(self.train_set))
+        else:
+            order = epoch_permutation(len(self.train_set), self.hparams.seed, epoch)
+        samples = rank_samples(order, self.rank, self.world_size, pad=True)
+        if self.hparams.drop_last:
+            samples = samples[: len(samples) // self.per_device_batch_size * self.per_device_batch_size]
+        return samples
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+    def val_order(self) -> np.ndarray:
+        """Validation indices of this rank: disjoint across ranks, each image exactly once."""
+        return rank_samples(np.arange(len(self.val_set)), self.rank, self.world_size, pad=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+    def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Any]:
+        samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
+        return iter(self._loader(self.train_set, samples.tolist()))
+
+    def _describe(self) -> Dict[str, Any]:
+        return {"seed": self.hparams.seed, "batch_size": self.batch_size, "world_size": self.world_size,
+                "num_samples": len(self.train_set)}
+
+    def train_dataloader(self) -> ResumableLoader:
+        length = num_batches(len(self.train_order(0)), self.per_device_batch_size, drop_last=True)
+        if length == 0:
+            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} "
+                             f"training images ({self.world_size} processes)")
+        return self._track_train_loader(ResumableLoader(self._start_train_epoch, length, self._describe))
+
+    def _eval_loader(self) -> ResumableLoader:
+        if len(self.val_set) < self.world_size:
+            raise ValueError(f"data.root: {len(self.val_set)} validation images for {self.world_size} processes")
+        samples = self.val_order().tolist()
+        length = num_batches(len(samples), self.per_device_batch_size, drop_last=False)
+        return ResumableLoader(lambda epoch, skip: iter(self._loader(self.val_set, samples)), length, dict)
+
+    def val_dataloader(self) -> ResumableLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> ResumableLoader:
+        return self._eval_loader()
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        # A plain DataLoader: Lightning shards it without padding for predict and tracks indices.
+        return DataLoader(self.val_set, batch_size=self.per_device_batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def predict_samples(self) -> Sequence[str]:
         """File paths in the order ``predict_dataloader`` yields them."""

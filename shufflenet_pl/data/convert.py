@@ -1,0 +1,309 @@
+"""``shufflenet-pl convert``: an ImageFolder tree (ILSVRC layout) -> ``train.beton`` / ``val.beton``.
+
+Every file is decoded once first (in parallel) so that FFCV's writer never meets an unreadable one
+(its workers would die and its progress loop wait forever): CMYK, grayscale, palette and RGBA
+JPEGs, and PNGs named ``.JPEG``, are converted to RGB; truncated or non-image files are either
+skipped and listed (``--on-error skip``) or stop the run with the full list (``--on-error stop``,
+the default). The ``.beton`` is written under a temporary name and renamed when complete, next to
+a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, skipped files) that makes a
+re-run with the same inputs and settings a no-op, and tells the datamodule the class names.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = ["ConversionResult", "convert_imagefolder", "convert_split", "convert_main", "scan_imagefolder"]
+
+WriteMode = Literal["jpg", "raw", "proportion"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_FORMAT_VERSION = 1
+_MAX_LISTED_FILES = 200_000
+
+
+@dataclass
+class ConversionResult:
+    """What ``convert_split`` did: the output, images written, files skipped (path, reason)."""
+
+    beton: Path
+    written: int
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    reused: bool = False
+
+
+class UnreadableImagesError(RuntimeError):
+    """Some source files cannot be decoded (``on_error="stop"``)."""
+
+
+def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """Classes (sorted folder names, or ``classes``) and ``(path, label)`` pairs in sorted order."""
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{split_dir} does not exist; expected an ImageFolder split (one folder per class)")
+    found = sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir())
+    if not found:
+        raise FileNotFoundError(f"{split_dir} has no class folders")
+    if classes is None:
+        classes = found
+    elif set(found) - set(classes):
+        raise ValueError(f"{split_dir} has class folders that the training split lacks: {sorted(set(found) - set(classes))[:5]}")
+    samples: List[Tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue
+        for root, _, files in sorted(os.walk(folder, followlinks=True)):
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((os.path.join(root, file), label))
+    return list(classes), samples
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Decode any PIL-readable image to an RGB uint8 array (HWC). CMYK/grayscale/palette/alpha are
+    converted; a truncated file raises ``OSError``."""
+    with Image.open(path) as image:
+        image.load()  # full decode: truncated data fails here, not later in FFCV's writer
+        if image.mode != "RGB":
+            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+                # Composite on white rather than dropping alpha (which leaves arbitrary colours).
+                background = Image.new("RGB", image.size, (255, 255, 255))
+                background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+                image = background
+            else:
+                image = image.convert("RGB")
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _check(path: str) -> Optional[str]:
+    try:
+        array = load_rgb(path)
+    except Exception as err:  # noqa: BLE001 - any failure to decode is reported per file
+        return f"{type(err).__name__}: {err}"
+    if array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 1:
+        return f"unexpected decoded shape {array.shape}"
+    return None
+
+
+def _check_all(paths: Sequence[str], num_workers: int, desc: str, progress: bool) -> List[Optional[str]]:
+    bar_kwargs = dict(total=len(paths), desc=desc, unit="img", disable=not progress,
+                      mininterval=0.1 if sys.stderr.isatty() else 10)
+    if num_workers <= 1:
+        return [_check(p) for p in tqdm(paths, **bar_kwargs)]
+    with ProcessPoolExecutor(num_workers) as pool:
+        return list(tqdm(pool.map(_check, paths, chunksize=64), **bar_kwargs))
+
+
+class _Source:
+    """Indexable ``(rgb_array, label)`` for FFCV's writer; also fixes the per-image randomness of
+    ``write_mode=proportion`` (FFCV draws it from numpy's global RNG) so that re-runs are identical."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], seed: int) -> None:
+        self.samples = list(samples)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
+        path, label = self.samples[index]
+        np.random.seed((self.seed * 1_000_003 + index) % 2**32)
+        return load_rgb(path), label
+
+
+def _fingerprint(samples: Sequence[Tuple[str, int]], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path, label in samples:
+        stat = os.stat(path)
+        digest.update(f"{os.path.relpath(path, root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _select(samples: List[Tuple[str, int]], limit: Optional[int], seed: int) -> List[Tuple[str, int]]:
+    """``limit`` samples drawn at random (seeded), kept in folder order; all when ``None``."""
+    if limit is None or limit >= len(samples):
+        return samples
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=limit, replace=False))
+    return [samples[i] for i in keep]
+
+
+def convert_split(
+    split_dir: "str | Path",
+    beton: "str | Path",
+    write_mode: WriteMode = "jpg",
+    max_side: Optional[int] = None,
+    jpeg_quality: int = 90,
+    compress_probability: float = 0.5,
+    num_workers: int = 2,
+    limit: Optional[int] = None,
+    on_error: Literal["stop", "skip"] = "stop",
+    classes: Optional[Sequence[str]] = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> ConversionResult:
+    """Write one ImageFolder split to ``beton`` (and ``beton.json``); reuse an up-to-date one.
+
+    Args:
+        split_dir: ``<root>/train`` or ``<root>/val``: one folder per class.
+        beton: output file.
+        write_mode: ``jpg`` (JPEG-compressed: small, CPU-bound decode), ``raw`` (uint8 pixels:
+            fastest to load, ~6-10x larger), or ``proportion`` (JPEG for a random
+            ``compress_probability`` share of the images, raw for the rest).
+        max_side: downscale images whose longer side exceeds this (None keeps the size).
+        jpeg_quality: quality of the re-encoded JPEGs.
+        compress_probability: JPEG share for ``proportion``.
+        num_workers: processes for checking and writing.
+        limit: convert only this many images (a seeded random subset), e.g. for a quick trial.
+        on_error: what to do with files that cannot be decoded: ``stop`` (raise, listing them
+            all) or ``skip`` (leave them out and list them in the result and the sidecar).
+        classes: class order to use (the training split's, for validation).
+        seed: seed of ``limit``'s subset and of ``proportion``'s choices.
+        force: rewrite even when an up-to-date output exists.
+        progress: show progress bars.
+    """
+    split_dir, beton = Path(split_dir), Path(beton)
+    if write_mode not in ("jpg", "raw", "proportion"):
+        raise ValueError(f"write_mode must be jpg, raw or proportion, got {write_mode!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+    if not 0 <= compress_probability <= 1:
+        raise ValueError(f"compress_probability must be in [0, 1], got {compress_probability}")
+    if max_side is not None and max_side < 8:
+        raise ValueError(f"max_side must be >= 8 pixels, got {max_side}")
+    if on_error not in ("stop", "skip"):
+        raise ValueError(f"on_error must be stop or skip, got {on_error!r}")
+    class_names, samples = scan_imagefolder(split_dir, classes)
+    samples = _select(samples, limit, seed)
+    if not samples:
+        raise FileNotFoundError(f"{split_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    settings: Dict[str, Any] = {
+        "format": _FORMAT_VERSION, "write_mode": write_mode, "max_side": max_side, "jpeg_quality": jpeg_quality,
+        "compress_probability": compress_probability if write_mode == "proportion" else None,
+        "limit": limit, "seed": seed, "on_error": on_error,
+    }
+    fingerprint = _fingerprint(samples, split_dir)
+    sidecar = beton.with_name(beton.name + ".json")
+    if not force and sidecar.is_file() and beton.is_file():
+        info = json.loads(sidecar.read_text())
+        if (info.get("settings") == settings and info.get("source_fingerprint") == fingerprint
+                and info.get("classes") == class_names and info.get("bytes") == beton.stat().st_size):
+            return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
+
+    failures = _check_all([p for p, _ in samples], num_workers, f"check {split_dir.name}", progress)
+    skipped = [(path, reason) for (path, _), reason in zip(samples, failures) if reason is not None]
+    if skipped and on_error == "stop":
+        listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
+        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+        raise UnreadableImagesError(
+            f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
+            f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in {sidecar.name})"
+        )
+    good = [s for s, reason in zip(samples, failures) if reason is None]
+    if not good:
+        raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
+
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    from . import quiet_numba  # noqa: F401
+
+    beton.parent.mkdir(parents=True, exist_ok=True)
+    tmp = beton.with_name(f".{beton.name}.tmp-{os.getpid()}")
+    try:
+        fields = {
+            "image": RGBImageField(write_mode=write_mode, max_resolution=max_side, jpeg_quality=jpeg_quality,
+                                   compress_probability=compress_probability),
+            "label": IntField(),
+        }
+        if progress:
+            print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
+        DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(_Source(good, seed), chunksize=64)
+        info = {
+            "classes": class_names, "num_images": len(good), "settings": settings,
+            "source": str(split_dir.resolve()), "source_fingerprint": fingerprint, "bytes": tmp.stat().st_size,
+            # Names in .beton order (for predictions); left out for huge splits (ImageNet train: ~50 MB).
+            "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
+            "skipped": [list(s) for s in skipped],
+        }
+        tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+        tmp_sidecar.write_text(json.dumps(info, indent=1))
+        sidecar.unlink(missing_ok=True)  # a crash between the two renames leaves no stale sidecar
+        tmp.replace(beton)
+        tmp_sidecar.replace(sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ConversionResult(beton, len(good), skipped)
+
+
+def convert_imagefolder(root: "str | Path", out_dir: "str | Path", splits: Sequence[str] = ("train", "val"),
+                        **kwargs: Any) -> Dict[str, ConversionResult]:
+    """Convert ``root/<split>`` to ``out_dir/<split>.beton`` for each split; the first split fixes
+    the class order (keyword arguments as in :func:`convert_split`)."""
+    root, out_dir = Path(root), Path(out_dir)
+    results: Dict[str, ConversionResult] = {}
+    classes: Optional[List[str]] = kwargs.pop("classes", None)
+    for split in splits:
+        results[split] = convert_split(root / split, out_dir / f"{split}.beton", classes=classes, **kwargs)
+        if classes is None:
+            classes = json.loads((out_dir / f"{split}.beton.json").read_text())["classes"]
+    return results
+
+
+def convert_main(argv: Optional[List[str]] = None) -> None:
+    """Command line of ``shufflenet-pl convert``."""
+    from .imagefolder import default_num_workers
+
+    parser = argparse.ArgumentParser(
+        prog="shufflenet-pl convert",
+        description="Convert an ImageFolder tree (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG) to FFCV "
+        "files OUT/train.beton and OUT/val.beton for shufflenet_pl.data.FFCVImageNetDataModule. Re-running with "
+        "the same inputs and settings reuses the existing files.",
+        epilog="ImageNet as FFCV's ResNet-50 example stores it: --max-side 500 --write-mode proportion "
+        "--compress-probability 0.5 --quality 90. See the README's data throughput table for measured settings.",
+    )
+    parser.add_argument("root", type=Path, help="ImageFolder root holding the split folders")
+    parser.add_argument("out", type=Path, help="output folder for <split>.beton (+ .beton.json)")
+    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="split folders to convert (default: train val)")
+    parser.add_argument("--write-mode", choices=["jpg", "raw", "proportion"], default="jpg",
+                        help="jpg: JPEG (small); raw: uint8 pixels (fastest to load, large); proportion: a mix (default: jpg)")
+    parser.add_argument("--max-side", type=int, default=None, help="downscale images whose longer side is larger (default: keep)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
+    parser.add_argument("--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion")
+    parser.add_argument("--workers", type=int, default=default_num_workers(), help="processes (default: CPU count, at most 8)")
+    parser.add_argument("--limit", type=int, default=None, help="convert only N images per split (seeded random subset)")
+    parser.add_argument("--on-error", choices=["stop", "skip"], default="stop",
+                        help="undecodable files: stop listing them (default), or skip them and list them")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of proportion's choices")
+    parser.add_argument("--force", action="store_true", help="rewrite even if the outputs are up to date")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        results = convert_imagefolder(
+            args.root, args.out, args.splits, write_mode=args.write_mode, max_side=args.max_side,
+            jpeg_quality=args.quality, compress_probability=args.compress_probability, num_workers=args.workers,
+            limit=args.limit, on_error=args.on_error, seed=args.seed, force=args.force, progress=not args.quiet,
+        )
+    except (FileNotFoundError, ValueError, UnreadableImagesError) as err:
+        parser.exit(2, f"error: {err}\n")
+    for split, result in results.items():
+        size = result.beton.stat().st_size / 2**20
+        state = "up to date" if result.reused else "written"
+        print(f"{split}: {result.beton} {state}: {result.written} images, {size:.1f} MiB")
+        for path, reason in result.skipped:
+            print(f"  skipped {path}: {reason}")
+
+
+if __name__ == "__main__":
+    convert_main()

@@ -1,0 +1,130 @@
+"""``shufflenet-pl convert`` on real odd files (CMYK, grayscale, PNG named .JPEG, RGBA, truncated),
+written by FFCV and read back through FFCV."""
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
+
+from shufflenet_pl.data.convert import UnreadableImagesError, convert_split, load_rgb  # noqa: E402
+
+
+def _odd_imagefolder(root: Path) -> Dict[str, np.ndarray]:
+    """Two classes of small images in every awkward form ImageNet has; returns the expected RGB
+    pixels (as PIL decodes them) of each convertible file by relative path."""
+    rng = np.random.default_rng(0)
+    expected: Dict[str, np.ndarray] = {}
+
+    def put(rel: str, image: Image.Image, fmt: str, **kwargs) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format=fmt, **kwargs)
+        expected[rel] = load_rgb(str(path))
+
+    for label in ("a_cls", "b_cls"):
+        for i in range(3):
+            put(f"{label}/rgb_{i}.JPEG", Image.fromarray(rng.integers(0, 255, (40 + i, 50, 3), dtype=np.uint8)), "JPEG")
+    put("a_cls/cmyk.JPEG", Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).convert("CMYK"), "JPEG")
+    put("a_cls/gray.JPEG", Image.fromarray(rng.integers(0, 255, (30, 20), dtype=np.uint8)), "JPEG")
+    put("b_cls/png_named_jpeg.JPEG", Image.fromarray(rng.integers(0, 255, (25, 35, 3), dtype=np.uint8)), "PNG")
+    rgba = Image.fromarray(rng.integers(0, 255, (20, 20, 4), dtype=np.uint8), mode="RGBA")
+    put("b_cls/rgba.png", rgba, "PNG")
+    return expected
+
+
+def _truncate(path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buffer, format="JPEG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def _read_back(beton: Path) -> list:
+    """Every (image HWC uint8, label) of a raw-mode .beton, in file order, through FFCV's reader."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(beton))
+    data = np.fromfile(beton, dtype=np.uint8)
+    samples = []
+    for image_meta, label in zip(reader.metadata["f0"], reader.metadata["f1"]):
+        assert image_meta["mode"] == 1  # raw pixels
+        height, width, start = int(image_meta["height"]), int(image_meta["width"]), int(image_meta["data_ptr"])
+        samples.append((data[start: start + height * width * 3].reshape(height, width, 3), int(label)))
+    return samples
+
+
+def test_load_rgb_converts_the_odd_modes(tmp_path: Path) -> None:
+    expected = _odd_imagefolder(tmp_path / "train")
+    for rel, pixels in expected.items():
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3, rel
+    # RGBA is composited on white, not cropped to its first three channels
+    rgba = np.asarray(Image.open(tmp_path / "train" / "b_cls" / "rgba.png"))
+    alpha = rgba[..., 3:4].astype(float) / 255
+    composite = np.round(rgba[..., :3] * alpha + 255 * (1 - alpha))
+    assert np.abs(expected["b_cls/rgba.png"].astype(float) - composite).max() <= 1
+
+
+@pytest.mark.slow
+def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
+    split = tmp_path / "src" / "train"
+    expected = _odd_imagefolder(split)
+    _truncate(split / "a_cls" / "truncated.JPEG")
+    (split / "b_cls" / "not_an_image.jpg").write_bytes(b"this is not a jpeg")
+    beton = tmp_path / "out" / "train.beton"
+
+    # stop (the default): a clear error that lists every bad file; nothing written under the final name
+    with pytest.raises(UnreadableImagesError) as error:
+        convert_split(split, beton, write_mode="raw", num_workers=2, progress=False)
+    message = str(error.value)
+    assert "2 of 12 files" in message and "truncated.JPEG" in message and "not_an_image.jpg" in message
+    assert "--on-error skip" in message
+    assert not beton.exists() and not list(beton.parent.glob("*.tmp*"))
+
+    # skip: written without them, and they are reported (path + reason) in the result and the sidecar
+    result = convert_split(split, beton, write_mode="raw", num_workers=2, on_error="skip", progress=False)
+    assert result.written == 10 and not result.reused
+    assert sorted(Path(p).name for p, _ in result.skipped) == ["not_an_image.jpg", "truncated.JPEG"]
+    assert all(reason for _, reason in result.skipped)
+    info = json.loads((tmp_path / "out" / "train.beton.json").read_text())
+    assert info["classes"] == ["a_cls", "b_cls"] and info["num_images"] == 10 and len(info["skipped"]) == 2
+    assert not list(beton.parent.glob(".*tmp*"))
+
+    # the pixels and labels FFCV reads back are the decoded RGB source images, in the listed order
+    samples = _read_back(beton)
+    assert len(samples) == 10
+    for (image, label), rel in zip(samples, info["files"]):
+        assert label == ["a_cls", "b_cls"].index(rel.split("/")[0]), rel
+        assert np.array_equal(image, expected[rel]), rel
+
+    # re-running with the same inputs and settings reuses the file; other settings rewrite it
+    mtime = beton.stat().st_mtime_ns
+    again = convert_split(split, beton, write_mode="raw", num_workers=2, on_error="skip", progress=False)
+    assert again.reused and beton.stat().st_mtime_ns == mtime
+    jpeg = convert_split(split, beton, write_mode="jpg", max_side=32, jpeg_quality=80, num_workers=1,
+                         on_error="skip", progress=False)
+    assert not jpeg.reused and beton.stat().st_size < os.path.getsize(beton) + 1
+    assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
+
+
+@pytest.mark.slow
+def test_convert_command_line(demo_root: Path, cli_env: dict, tmp_path: Path) -> None:
+    result = run_cli(["convert", str(demo_root), str(tmp_path), "--workers", "2", "--limit", "50", "--quiet"],
+                     cwd=tmp_path, env=cli_env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train:" in result.stdout and "50 images" in result.stdout
+    for split in ("train", "val"):
+        info = json.loads((tmp_path / f"{split}.beton.json").read_text())
+        assert info["num_images"] == 50 and len(info["classes"]) == 10
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
+
+    missing = run_cli(["convert", str(tmp_path / "nope"), str(tmp_path / "out")], cwd=tmp_path, env=cli_env, timeout=300)
+    assert missing.returncode == 2 and "nope/train does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
