@@ -1,16 +1,12 @@
 """``shufflenet-pl``: the Lightning CLI (``fit``, ``validate``, ``test``, ``predict``) driven by the
-YAML files in ``configs/``, plus a few tools that are not training runs (``shufflenet-pl TOOL -h``)."""
+YAML files in ``configs/``, plus a few tools that are not training runs (``shufflenet-pl TOOL -h``).
 
-import argparse
+Lightning is imported only for the Lightning subcommands (:mod:`shufflenet_pl.lightning_cli`), so the
+tools start quickly."""
+
 import importlib
 import sys
-from typing import Callable, Dict, List, Optional
-
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch import LightningDataModule
-
-from .callbacks import PredictionWriter
-from .module import ImageClassifier
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ["ShuffleNetCLI", "TOOLS", "build_cli", "main"]
 
@@ -18,10 +14,16 @@ __all__ = ["ShuffleNetCLI", "TOOLS", "build_cli", "main"]
 # when used, so that ``shufflenet-pl fit`` does not pay for them.
 TOOLS: Dict[str, tuple] = {
     "import-weights": ("shufflenet_pl.tools:import_weights_main", "check a torchvision shufflenet_v2_x*.pth and save it for --weights"),
+    "convert": ("shufflenet_pl.data.convert:convert_main", "write train.beton / val.beton (FFCV) from an ImageFolder tree"),
+    "analyze": ("shufflenet_pl.analysis.cli:analyze_main", "reuse: Fig. 4 feature-reuse matrices; model: Table 5 + params, FLOPs, memory, speed"),
+    "plot": ("shufflenet_pl.tracking.plot:plot_main", "draw a run's accuracy and throughput curves to PNG (W&B offline files or metrics.csv)"),
+    "dashboard": ("shufflenet_pl.tracking.dashboard:dashboard_main", "build (and with a W&B key, save) a workspace with accuracy and throughput side by side"),
+    "bench": ("benchmarks.model_throughput:main", "time our model against torchvision's per width and setting: table, JSON, speedup and speed-vs-FLOPs PNGs"),
+    "guidelines": ("benchmarks.guidelines:main", "the paper's Tables 1-4 (guidelines G1-G4) timed on this device: tables, JSON, PNG"),
 }
 
 
-def _tools_epilog() -> str:
+def tools_epilog() -> str:
     lines = ["more tools (shufflenet-pl TOOL -h):"]
     lines += [f"  {name:<16} {help_}" for name, (_, help_) in TOOLS.items()]
     lines.append("example: shufflenet-pl fit --config configs/experiment/demo.yaml")
@@ -29,53 +31,20 @@ def _tools_epilog() -> str:
     return "\n".join(lines)
 
 
-class ShuffleNetCLI(LightningCLI):
-    """LightningCLI with the model's class count linked to the data, and ``--weights``."""
+def build_cli(args: Optional[List[str]] = None, run: bool = True) -> Any:
+    """The Lightning CLI (:class:`~shufflenet_pl.lightning_cli.ShuffleNetCLI`) over ``args``
+    (``run=False`` only parses and instantiates)."""
+    from .lightning_cli import build_cli as build_lightning_cli
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument(
-            "--weights",
-            type=Optional[str],
-            default=None,
-            help="state-dict file loaded strictly into the network before running (torchvision's "
-            "shufflenet_v2_x*.pth, or a checkpoint); read with weights_only=True",
-        )
-        # The data decides the class count; the classifier head follows it so they cannot disagree.
-        parser.link_arguments(
-            "data", "model.model.init_args.num_classes", compute_fn=lambda data: data.num_classes, apply_on="instantiate"
-        )
-
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except (ValueError, FileNotFoundError, FileExistsError) as err:
-            # Bad values in the config: a one-line message that names the key, not a traceback.
-            self.parser.exit(2, f"error: {err}\n")
-        weights = self._get(self.config, "weights")
-        if weights:
-            from .models.weights import load_torchvision_weights
-
-            load_torchvision_weights(self.model.model, weights)
-            if self.model.ema_model is not None:
-                self.model.ema_model.module.load_state_dict(self.model.model.state_dict())
-
-    def before_predict(self) -> None:
-        if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
-            self.trainer.callbacks.append(PredictionWriter())
+    return build_lightning_cli(args, run)
 
 
-def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ShuffleNetCLI:
-    """The Lightning CLI over ``args`` (``run=False`` only parses and instantiates)."""
-    return ShuffleNetCLI(
-        ImageClassifier,
-        LightningDataModule,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"epilog": _tools_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter},
-        auto_configure_optimizers=False,
-    )
+def __getattr__(name: str) -> Any:
+    if name == "ShuffleNetCLI":
+        from .lightning_cli import ShuffleNetCLI
+
+        return ShuffleNetCLI
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _run_tool(name: str, argv: List[str]) -> None:

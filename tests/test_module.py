@@ -1,5 +1,7 @@
 """The LightningModule's training logic: weight-decay groups, validation of arguments, EMA, logging."""
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -65,3 +67,24 @@ def test_per_step_schedule_and_ema(tmp_path) -> None:
     ema_w, w = module.ema_model.module.fc.weight, module.model.fc.weight
     assert not torch.equal(ema_w, w)  # an average, not a copy
     assert int(module.ema_model.n_averaged) == 8
+
+
+@pytest.mark.parametrize("on_train_epoch_end", [False, True], ids=["after-validation", "after-train-epoch"])
+def test_last_checkpoint_is_refreshed_when_the_metric_does_not_improve(tmp_path, on_train_epoch_end: bool) -> None:
+    """Lightning's own ModelCheckpoint leaves last.ckpt at the best epoch; ours keeps it at the newest."""
+    from shufflenet_pl.callbacks import ModelCheckpoint
+
+    class WorseEveryEpoch(L.Callback):  # a monitored score that only falls: only epoch 0 is "best"
+        def on_validation_epoch_end(self, trainer, pl_module):
+            pl_module.log("score", -float(trainer.current_epoch))
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="score", mode="max", save_last=True,
+                                 filename="best-{epoch}", save_on_train_epoch_end=on_train_epoch_end)
+    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.01, schedule="constant")
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[WorseEveryEpoch(), checkpoint], default_root_dir=tmp_path)
+    trainer.fit(module, _tiny_loader(), _tiny_loader())
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert last["global_step"] == trainer.global_step == 12
+    assert last["epoch"] == 2
+    assert Path(checkpoint.best_model_path).name == "best-epoch=0.ckpt"
