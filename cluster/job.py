@@ -1,0 +1,187 @@
+"""The submitit callable: one training run in its job folder.
+
+The pattern of DINO's and ConvNeXt's ``run_with_submitit.py``: a picklable object whose ``__call__``
+imports the training code lazily and runs it on every rank, and whose ``checkpoint()`` (called by
+submitit at preemption or time limit) returns the same job again, which resumes from ``last.ckpt``.
+It knows the folder, the ranks and the environment, not how to train: it runs
+``shufflenet-pl fit --config <job folder>/config.yaml`` in-process.
+"""
+
+import json
+import os
+import random
+import socket
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+__all__ = ["TrainingJob", "read_json", "write_json_atomic"]
+
+
+def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _is_complete_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive: a file cut short by a kill has no central directory."""
+    try:
+        return path.is_file() and zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+class TrainingJob:
+    """Train with the resolved config of a job folder, resuming from its ``last.ckpt`` if present.
+
+    Args:
+        folder: the job folder (``config.yaml``, ``launch.json``, ``checkpoints/``, ``wandb/``...).
+        wandb_run_id: the job's W&B run id; the same for every restart of the job.
+        executor: ``slurm`` or ``local``, as submitted.
+    """
+
+    def __init__(self, folder: str, wandb_run_id: str, executor: str) -> None:
+        self.folder = folder
+        self.wandb_run_id = wandb_run_id
+        self.executor = executor
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.folder) / "checkpoints" / "last.ckpt"
+
+    def __call__(self) -> Dict[str, Any]:
+        import submitit
+
+        from .requeue import PREEMPTION, Preempted
+
+        PREEMPTION.install()  # first: a signal from now on waits for a batch boundary
+        env = submitit.JobEnvironment()
+        folder = Path(self.folder)
+        self._export_environment(env)
+        resume = self._resume_checkpoint()
+        host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
+        restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""
+        print(f"[shufflenet-pl] job {env.job_id}: rank {env.global_rank}/{env.num_tasks} (node {env.node}/{env.num_nodes}, "
+              f"local rank {env.local_rank}) on {host}{restart}: "
+              + (f"resuming from {resume}" if resume else "starting from the beginning"), file=sys.stderr, flush=True)
+        if env.global_rank == 0:
+            self._record_attempt(env, resume)
+
+        args = ["fit", "--config", str(folder / "config.yaml")]
+        if resume is not None:
+            args += ["--ckpt_path", str(resume)]
+        from shufflenet_pl.cli import build_cli
+
+        # The job's own sys.argv is submitit's; the training arguments are given explicitly.
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+        try:
+            cli = build_cli(args)
+        except SystemExit as exit_:
+            if exit_.code in (0, None):
+                raise
+            # The CLI printed why (a bad value, a missing dataset) above; make it a failure that
+            # submitit records, so the launcher can point at this log.
+            raise RuntimeError(f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above "
+                               f"in this log") from None
+        except Preempted as stop:
+            print(f"[shufflenet-pl] rank {env.global_rank}: stopped at global step {stop.global_step} "
+                  f"for requeue", file=sys.stderr, flush=True)
+            _close_wandb_run()
+            PREEMPTION.hand_over()  # rank 0: submitit calls checkpoint(), requeues and exits
+            sys.exit(0)  # other ranks: leave; SLURM (or the local controller) restarts all of them
+        return self._result(cli.trainer, env.global_rank)
+
+    def _resume_checkpoint(self) -> Optional[Path]:
+        """``last.ckpt``; if a kill cut it short, the newest complete checkpoint of the folder."""
+        candidates = [self.checkpoint_path] + sorted(
+            (p for p in self.checkpoint_path.parent.glob("*.ckpt") if p != self.checkpoint_path),
+            key=lambda p: p.stat().st_mtime, reverse=True,
+        )
+        for candidate in candidates:
+            if _is_complete_checkpoint(candidate):
+                return candidate
+            if candidate.exists():
+                print(f"[shufflenet-pl] skipping {candidate}: incomplete (killed while writing?)", file=sys.stderr, flush=True)
+        return None
+
+    def checkpoint(self) -> Any:
+        """Called by submitit at preemption/timeout: the same job, which resumes from ``last.ckpt``."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainingJob(self.folder, self.wandb_run_id, self.executor))
+
+    def _export_environment(self, env: Any) -> None:
+        """Environment shared by all ranks: the W&B run and job folder contract, and (local executor)
+        what Lightning's default cluster environment reads to join the processes submitit started."""
+        os.environ["SHUFFLENET_PL_JOB_DIR"] = self.folder
+        os.environ["WANDB_RUN_ID"] = self.wandb_run_id
+        os.environ["WANDB_RESUME"] = "allow"
+        os.environ["WANDB_DIR"] = self.folder
+        tasks_per_node = max(1, env.num_tasks // max(1, env.num_nodes))
+        if self.executor == "local":
+            os.environ["LOCAL_RANK"] = str(env.local_rank)
+            os.environ["NODE_RANK"] = "0"
+            os.environ["MASTER_ADDR"] = "127.0.0.1"
+            os.environ.setdefault("MASTER_PORT", str(random.Random(env.job_id).randint(20000, 60000)))
+        # As Lightning's own launchers do: one process per device should not start one thread per core.
+        if "OMP_NUM_THREADS" not in os.environ:
+            cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+            threads = int(cpus) if cpus else max(1, len(os.sched_getaffinity(0)) // tasks_per_node)
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def _record_attempt(self, env: Any, resume: Optional[Path]) -> None:
+        path = Path(self.folder) / "launch.json"
+        record = read_json(path)
+        attempts: List[Dict[str, Any]] = record.setdefault("attempts", [])
+        attempts.append({
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job_id": env.job_id, "restart": len(attempts),
+            "hosts": list(env.hostnames), "resumed_from": str(resume) if resume else None,
+        })
+        write_json_atomic(path, record)
+
+    def _result(self, trainer: Any, global_rank: int) -> Dict[str, Any]:
+        """What the job returns (and rank 0 writes to ``result.json``): steps, metrics, checkpoints."""
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+        callback = trainer.checkpoint_callback
+        result = {
+            "global_rank": global_rank,
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "metrics": metrics,
+            "best_checkpoint": getattr(callback, "best_model_path", None) or None,
+            "last_checkpoint": str(self.checkpoint_path) if self.checkpoint_path.exists() else None,
+            "wandb_run_id": self.wandb_run_id,
+        }
+        if global_rank == 0:
+            write_json_atomic(Path(self.folder) / "result.json", result)
+        return result
+
+
+def _close_wandb_run() -> None:
+    """Flush and close this process's W&B run before the requeue kills it (the restarted job continues
+    the same run id in a new offline run folder). Never raises: the requeue matters more. (A SIGTERM
+    to the job, as at SLURM preemption without ``send_user_signal``, stops W&B's service process.)"""
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None:
+        return
+    try:
+        run.mark_preempting()
+        run.finish()
+    except Exception as err:  # the service is gone: what it had not written is lost, the run id is not
+        print(f"[shufflenet-pl] could not close the W&B run cleanly ({type(err).__name__}: {err})",
+              file=sys.stderr, flush=True)

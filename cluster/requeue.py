@@ -1,0 +1,179 @@
+"""Requeue on preemption or time limit without losing or repeating an optimizer step.
+
+SLURM sends submitit's signal (``USR2``; ``--signal=USR2@<delay>``) to every task of a job some time
+before its time limit, and at preemption on clusters with ``PreemptParameters=send_user_signal``
+(submitit's own test helper ``job._interrupt()`` sends SIGTERM, then USR2). submitit's handler then,
+on global rank 0 only, calls the job's ``checkpoint()`` and requeues at once — from inside a signal
+handler, in the middle of a step, while the other ranks keep training. A checkpoint written there
+would be torn, and one written by rank 0 alone would deadlock DDP. So the job defers the signal:
+
+1. :meth:`PreemptionSignal.install` (the first thing a job does) swaps submitit's handler for one
+   that only records the signal. SIGTERM stays with submitit's handler, which ignores it: SLURM's
+   SIGTERM at preemption must not stop training before the checkpoint (Lightning would stop at the
+   next step without one), and Lightning's own SLURM requeue (``auto_requeue``, on SIGUSR1) is off
+   (the launcher sets ``SLURMEnvironment(auto_requeue=False)``): submitit is the only owner.
+2. :class:`PreemptionCheckpoint`, a callback, asks all ranks at every training batch end whether one
+   of them got the signal (one all-reduce of a flag). When one did, all ranks save ``last.ckpt``
+   together at that batch boundary (written to a temporary file, then renamed), with the optimizer,
+   LR schedule, loop counters, callback states and the train loader's position, and stop before the
+   next batch.
+3. The job (:mod:`cluster.job`) then hands the signal back to submitit on rank 0, which calls
+   ``TrainingJob.checkpoint()`` and requeues. The requeued job resumes from ``last.ckpt``.
+"""
+
+import os
+import signal
+import sys
+import types
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+__all__ = ["PREEMPTION", "Preempted", "PreemptionCheckpoint", "PreemptionSignal"]
+
+_Handler = Union[Callable[[int, Optional[types.FrameType]], Any], int, None]
+
+
+class Preempted(Exception):
+    """Raised by :class:`PreemptionCheckpoint` once ``last.ckpt`` is saved, to leave ``Trainer.fit``."""
+
+    def __init__(self, checkpoint: Path, global_step: int) -> None:
+        super().__init__(f"preempted: saved {checkpoint} at global step {global_step}")
+        self.checkpoint = checkpoint
+        self.global_step = global_step
+
+
+class PreemptionSignal:
+    """Process-wide record of submitit's preemption/timeout signal, deferred to a safe point."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.received = False
+        self._submitit_handler: _Handler = None
+
+    @property
+    def installed(self) -> bool:
+        return self.signum is not None
+
+    def install(self, signum: Optional[int] = None) -> None:
+        """Record ``signum`` (default: submitit's, ``USR2`` unless ``SUBMITIT_PREEMPT_SIGNAL`` says
+        otherwise) instead of letting submitit's handler requeue at once. Call in the job's main
+        thread, after submitit has set its handlers."""
+        if signum is None:
+            signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+        self.signum = int(signum)
+        self.received = False
+        self._submitit_handler = signal.getsignal(self.signum)
+        signal.signal(self.signum, self._record)
+
+    def uninstall(self) -> None:
+        """Give the signal back to the handler that ``install`` replaced."""
+        if self.signum is not None:
+            signal.signal(self.signum, self._submitit_handler if self._submitit_handler is not None else signal.SIG_DFL)
+        self.signum = None
+        self.received = False
+
+    def _record(self, signum: int, frame: Optional[types.FrameType]) -> None:
+        if not self.received:
+            # stderr is the job's log; say when the signal came, the checkpoint follows at a batch end.
+            print(f"[shufflenet-pl] got signal {signal.Signals(signum).name}: saving last.ckpt at the next batch end",
+                  file=sys.stderr, flush=True)
+        self.received = True
+
+    def hand_over(self) -> None:
+        """Give the recorded signal to submitit's handler: on global rank 0 it calls the job's
+        ``checkpoint()``, requeues the job and exits; elsewhere it returns."""
+        handler = self._submitit_handler
+        if callable(handler) and self.signum is not None:
+            handler(self.signum, None)
+
+
+#: The job's one instance (signals are per process).
+PREEMPTION = PreemptionSignal()
+
+
+class PreemptionCheckpoint(Callback):
+    """Save ``last.ckpt`` at the first training batch boundary after the preemption signal, on all
+    ranks together, then stop training by raising :class:`Preempted` before the next batch.
+
+    Inert unless :data:`PREEMPTION` is installed (the launcher's jobs install it), so a job's
+    ``config.yaml`` also runs as a plain ``shufflenet-pl fit --config``.
+
+    Args:
+        dirpath: folder of ``last.ckpt``; ``None`` takes the first ``ModelCheckpoint``'s ``dirpath``,
+            else ``<default_root_dir>/checkpoints``.
+    """
+
+    def __init__(self, dirpath: Optional[str] = None) -> None:
+        self.dirpath = dirpath
+        self.saved: Optional[Path] = None
+        self._sigterm_before_lightning: _Handler = None
+
+    def _checkpoint_dir(self, trainer: L.Trainer) -> Path:
+        if self.dirpath:
+            return Path(self.dirpath)
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+                return Path(callback.dirpath)
+        return Path(trainer.default_root_dir) / "checkpoints"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Before Lightning registers its SIGTERM handler (right before the run starts).
+        self._sigterm_before_lightning = signal.getsignal(signal.SIGTERM)
+
+    def _keep_sigterm_harmless(self) -> None:
+        # Lightning's SIGTERM handler stops at the next step without a checkpoint (and broadcasts
+        # from inside the handler); under submitit SIGTERM precedes the USR2 that we act on.
+        if PREEMPTION.installed and self._sigterm_before_lightning is not None:
+            signal.signal(signal.SIGTERM, self._sigterm_before_lightning)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._keep_sigterm_harmless()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._keep_sigterm_harmless()
+        if PREEMPTION.installed and trainer.is_global_zero:
+            print(f"[shufflenet-pl] training from global step {trainer.global_step} (epoch {trainer.current_epoch}) "
+                  f"on {trainer.world_size} process(es)", file=sys.stderr, flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not PREEMPTION.installed or self.saved is not None:
+            return
+        # Every rank takes part in the reduction at every step, so all of them stop at the same one.
+        if not trainer.strategy.reduce_boolean_decision(PREEMPTION.received, all=False):
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # the epoch's end (validation, epoch-end checkpoints) comes first; stop at the next batch
+        self.saved = self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> Path:
+        directory = self._checkpoint_dir(trainer)
+        final = directory / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        # The saved ModelCheckpoint state must call this file "last", or after the restart it would
+        # write last-v1.ckpt next to it instead of replacing it.
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.save_last and self._same_dir(callback.dirpath, directory):
+                callback.last_model_path = str(final)
+        partial = directory / (final.name + ".tmp")
+        trainer.save_checkpoint(partial)  # collective: every rank calls it, rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(partial, final)  # a kill mid-write never leaves a torn last.ckpt
+            print(f"[shufflenet-pl] saved {final} at global step {trainer.global_step}", file=sys.stderr, flush=True)
+        trainer.strategy.barrier("preemption-checkpoint")
+        return final
+
+    @staticmethod
+    def _same_dir(dirpath: Optional[str], directory: Path) -> bool:
+        return dirpath is not None and Path(dirpath).resolve() == directory.resolve()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        # Stop after the saved step's metrics were logged and any epoch-end work ran, before the next step.
+        if self.saved is not None:
+            raise Preempted(self.saved, trainer.global_step)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.saved is not None:
+            raise Preempted(self.saved, trainer.global_step)

@@ -1,0 +1,267 @@
+"""The cluster layer without a cluster: resources, presets, sweeps, the job's config, the preemption
+checkpoint on a real (single-process) Trainer. The real SLURM tests are in test_cluster_slurm.py."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO
+
+from cluster.job import TrainingJob
+from cluster.resources import Resources, _gpus_of, list_presets, load_preset, parse_time
+from cluster.submission import LaunchError, apply_job_settings, parse_args, parse_sweeps, _label, _sweep_args
+
+
+@pytest.mark.parametrize("text, minutes", [
+    ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-12:30", 2190), ("2-00:00:30", 2881),
+])
+def test_parse_time_understands_slurm_formats(text: str, minutes: int) -> None:
+    assert parse_time(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1h", "0", "1:2:3:4"])
+def test_parse_time_refuses_bad_values(text: str) -> None:
+    with pytest.raises(ValueError, match="--time"):
+        parse_time(text)
+
+
+def test_resources_check_the_types_a_preset_gives() -> None:
+    with pytest.raises(ValueError, match="--nodes must be an integer, got '2'"):
+        Resources(nodes="2")
+    with pytest.raises(ValueError, match="--cpu must be true or false"):
+        Resources(cpu="yes")
+    with pytest.raises(ValueError, match="--setup must be a list of shell lines"):
+        Resources(setup="module load cuda")
+
+
+def test_resources_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="--nodes must be >= 1"):
+        Resources(nodes=0)
+    with pytest.raises(ValueError, match="--gpus must be >= 1"):
+        Resources(gpus=0)
+    with pytest.raises(ValueError, match="--job-name"):
+        Resources(job_name="a b")
+
+
+def test_trainer_settings_follow_the_allocation() -> None:
+    """num_nodes/devices come from --nodes/--gpus; SLURM jobs get Lightning's SLURM environment
+    with its own requeue off (submitit owns requeue)."""
+    slurm = Resources(nodes=4, gpus=8).trainer_settings("slurm")
+    assert (slurm["num_nodes"], slurm["devices"], slurm["accelerator"], slurm["strategy"]) == (4, 8, "gpu", "ddp")
+    assert slurm["plugins"] == [{"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment",
+                                 "init_args": {"auto_requeue": False}}]
+    local = Resources(gpus=2, cpu=True).trainer_settings("local")
+    assert (local["accelerator"], local["strategy"]) == ("cpu", "ddp")
+    assert local["plugins"][0]["class_path"].endswith("LightningEnvironment")
+    single = Resources(cpu=True).trainer_settings("local")
+    assert single["strategy"] == "auto" and "plugins" not in single
+
+
+def test_slurm_parameters_ask_for_one_task_per_gpu() -> None:
+    params = Resources(nodes=4, gpus=8, gpu_type="a100", cpus_per_task=10, partition="gpu", account="lab",
+                       time="2-00:00:00", exclusive=True, mail="me@lab.org").slurm_parameters(60)
+    assert params["nodes"] == 4 and params["ntasks_per_node"] == 8 and params["gpus_per_node"] == "a100:8"
+    assert params["time"] == 2880 and params["cpus_per_task"] == 10 and params["exclusive"] is True
+    assert params["mail_user"] == "me@lab.org" and params["mail_type"] == "END,FAIL"
+    cpu = Resources(nodes=2, gpus=1, cpu=True).slurm_parameters(60)
+    assert "gpus_per_node" not in cpu and cpu["time"] == 60
+
+
+def test_submitit_renders_the_sbatch_script() -> None:
+    """The parameters are valid for submitit's sbatch writer (it checks them on update)."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder="/tmp/x/logs")
+    executor.update_parameters(**Resources(nodes=4, gpus=8, gpu_type="a100", signal_delay=90).slurm_parameters(60))
+    script = executor._make_submission_file_text("python -m x", "uid")
+    for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=a100:8", "--signal=USR2@90", "--time=60"):
+        assert line in script, line
+
+
+@pytest.mark.parametrize("gres, kind, gpus", [
+    ("gpu:a100:8(S:0-1)", None, 8), ("gpu:8", None, 8), ("gpu:a100:4,gpu:v100:2", "v100", 2), ("(null)", None, 0),
+])
+def test_gres_column(gres: str, kind: str, gpus: int) -> None:
+    assert _gpus_of(gres, kind) == gpus
+
+
+def test_every_preset_builds_resources() -> None:
+    names = list_presets()
+    assert "local-slurm" in names
+    for name in names:
+        values = load_preset(name)
+        values.pop("cluster", None)
+        Resources(**values)
+
+
+def test_preset_with_unknown_key_names_the_file_and_key(tmp_path: Path) -> None:
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("partition: gpu\ngpu_per_node: 8\n")
+    with pytest.raises(ValueError, match=r"mine.yaml: unknown key\(s\) gpu_per_node"):
+        load_preset(str(preset))
+    with pytest.raises(ValueError, match="no file"):
+        load_preset("no-such-preset")
+
+
+def test_command_line_beats_preset_and_the_rest_goes_to_the_cli() -> None:
+    args, resources, training = parse_args(["--preset", "local-slurm", "--nodes", "2", "--cpus-per-task", "2",
+                                            "--config", "a.yaml", "--trainer.max_epochs", "3"])
+    assert args.cluster == "slurm" and resources.partition == "debug" and resources.cpu
+    assert resources.nodes == 2 and resources.cpus_per_task == 2
+    assert training == ["--config", "a.yaml", "--trainer.max_epochs", "3"]
+
+
+@pytest.mark.parametrize("flag", ["--trainer.devices", "--trainer.num_nodes=2", "--trainer.strategy"])
+def test_trainer_size_flags_are_refused(flag: str) -> None:
+    with pytest.raises(LaunchError, match="set by the launcher from --nodes/--gpus"):
+        parse_args([flag, "2"] if "=" not in flag else [flag])
+
+
+def test_sweep_grid() -> None:
+    grid = parse_sweeps(["model.lr=0.1,0.2", "config=configs/model/x0_5.yaml,configs/model/x1_0.yaml"])
+    assert len(grid) == 4
+    assert _sweep_args(grid[1]) == ["--model.lr", "0.1", "--config", "configs/model/x1_0.yaml"]
+    assert _label(grid[1]) == "lr=0.1-x1_0"
+    assert parse_sweeps([]) == [[]]
+    with pytest.raises(LaunchError, match="KEY=V1,V2"):
+        parse_sweeps(["model.lr"])
+
+
+def _resolved() -> dict:
+    return {
+        "seed_everything": True,
+        "trainer": {
+            "devices": 1, "accelerator": "auto", "logger": {"class_path": "x.WandbLogger", "init_args": {"save_dir": None}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": None, "save_last": None, "monitor": "val/acc1"}}],
+        },
+    }
+
+
+def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
+    config = apply_job_settings(_resolved(), Resources(nodes=2, gpus=4), "slurm", tmp_path)
+    trainer = config["trainer"]
+    assert (trainer["num_nodes"], trainer["devices"], trainer["default_root_dir"]) == (2, 4, str(tmp_path))
+    checkpoint, preemption = trainer["callbacks"]
+    assert checkpoint["init_args"]["dirpath"] == str(tmp_path / "checkpoints")
+    assert checkpoint["init_args"]["save_last"] is True and checkpoint["init_args"]["enable_version_counter"] is False
+    assert preemption["class_path"] == "cluster.requeue.PreemptionCheckpoint"
+    assert trainer["logger"]["init_args"]["save_dir"] == str(tmp_path)
+    assert isinstance(config["seed_everything"], int)  # every rank and every restart: the same seed
+
+
+def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None:
+    config = apply_job_settings({"seed_everything": 7, "trainer": {"callbacks": None}}, Resources(cpu=True), "local", tmp_path)
+    classes = [c["class_path"] for c in config["trainer"]["callbacks"]]
+    assert classes == ["shufflenet_pl.callbacks.ModelCheckpoint", "cluster.requeue.PreemptionCheckpoint"]
+    assert config["seed_everything"] == 7
+
+
+def test_resume_skips_a_torn_last_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    job = TrainingJob(str(tmp_path), "abc", "local")
+    assert job._resume_checkpoint() is None
+    torch.save({"x": 1}, tmp_path / "checkpoints" / "best-epoch=001.ckpt")
+    data = (tmp_path / "checkpoints" / "best-epoch=001.ckpt").read_bytes()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])  # killed mid-write
+    assert job._resume_checkpoint() == tmp_path / "checkpoints" / "best-epoch=001.ckpt"
+    torch.save({"x": 2}, tmp_path / "checkpoints" / "last.ckpt")
+    assert job._resume_checkpoint() == tmp_path / "checkpoints" / "last.ckpt"
+
+
+def test_launcher_names_a_missing_config(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--config", "nope.yaml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--config nope.yaml: no such file" in result.stderr
+
+
+def test_local_executor_refuses_several_nodes(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--nodes", "2"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--nodes 2: the local executor runs on this machine only" in result.stderr
+
+
+# --- the preemption checkpoint on a real Trainer ------------------------------------------------
+
+
+class _SignalAtStep:
+    """Sends this process the preemption signal while global step ``step`` is running."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def __call__(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads can make a step 30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None):
+    import lightning as L
+    from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cluster.requeue import PreemptionCheckpoint
+    from shufflenet_pl.models import shufflenet_v2_x0_5
+    from shufflenet_pl.module import ImageClassifier
+
+    L.seed_everything(0)
+    data = TensorDataset(torch.randn(32, 3, 32, 32), torch.arange(32) % 4)
+    model = ImageClassifier(shufflenet_v2_x0_5(num_classes=4), lr=0.05, schedule="linear")
+    hooks = [LambdaCallback(on_train_batch_start=c) for c in callbacks]
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, enable_version_counter=False),
+                   PreemptionCheckpoint(), *hooks],
+    )
+    trainer.fit(model, DataLoader(data, batch_size=8), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def test_preemption_signal_saves_last_ckpt_at_a_batch_boundary(tmp_path: Path, one_thread: None) -> None:
+    """USR2 during step 2 of 8: last.ckpt holds global step 3 (the step in flight completes), fit
+    stops with Preempted, and resuming from it ends at the same 8 steps as an uninterrupted fit."""
+    from cluster.requeue import PREEMPTION, Preempted
+
+    before = signal.getsignal(signal.SIGUSR2)
+    PREEMPTION.install()
+    try:
+        with pytest.raises(Preempted) as stop:
+            _tiny_fit(tmp_path, [_SignalAtStep(2)])
+    finally:
+        PREEMPTION.uninstall()
+    assert signal.getsignal(signal.SIGUSR2) == before
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert stop.value.checkpoint == last and stop.value.global_step == 3
+    saved = torch.load(last, weights_only=False, map_location="cpu")
+    assert saved["global_step"] == 3 and saved["epoch"] == 0
+    assert saved["lr_schedulers"][0]["last_epoch"] == 3  # the LR schedule is at the same step
+    assert not (tmp_path / "checkpoints" / "last.ckpt.tmp").exists()
+
+    resumed, _ = _tiny_fit(tmp_path, [], ckpt_path=str(last))
+    assert resumed.global_step == 8
+    assert resumed.lr_scheduler_configs[0].scheduler.last_epoch == 8
+
+
+def test_unreachable_slurm_is_an_error_not_a_silent_fallback(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # no sbatch here
+    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "slurm"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "SLURM is not reachable" in result.stderr and "--cluster local" in result.stderr

@@ -1,0 +1,361 @@
+"""``launch.py`` on a real SLURM cluster (cluster/local/start.sh: munged, slurmctld and two slurmd on
+this host) and on the local executor: 2-process DDP (gloo) jobs, a preemption requeue that resumes
+exactly, and the same result from both executors. Slow: they train for real (~4 min on 2 cores)."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+GLOBAL_BATCH = 16
+
+
+def _free_port_block(size: int) -> int:
+    """A base port with ``size`` consecutive free ports (slurmctld, then one per slurmd)."""
+    for base in range(23000, 60000, 97):
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    """A 2-node SLURM cluster started by the project's own script; stopped (by PID) afterwards, also
+    when a test fails. Yields the environment in which its clients work."""
+    if shutil.which("slurmctld") is None and os.geteuid() != 0:
+        pytest.skip("SLURM is not installed and installing it needs root (bash setup.sh --dev installs it)")
+    state = tmp_path_factory.mktemp("slurm")
+    port = _free_port_block(3)
+    start = subprocess.run(["bash", str(REPO / "cluster/local/start.sh"), "--dir", str(state), "--nodes", "2",
+                            "--cpus", "2", "--port", str(port)], capture_output=True, text=True, timeout=600)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        assert {p.stem for p in (state / "run").glob("*.pid")} == {"munged", "slurmctld", "slurmd-node1", "slurmd-node2"}
+        env = dict(os.environ)
+        env["SLURM_CONF"] = str(state / "etc" / "slurm.conf")
+        env["PATH"] = f"{state / 'bin'}{os.pathsep}{env['PATH']}"
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["WANDB_MODE"] = "offline"
+        env["WANDB_SILENT"] = "true"
+        yield env
+    finally:
+        daemons = {p.stem: int(p.read_text()) for p in (state / "run").glob("*.pid")}
+        subprocess.run(["bash", str(REPO / "cluster/local/stop.sh"), "--dir", str(state)], timeout=300)
+        still_running = [name for name, pid in daemons.items() if _running(pid)]
+        assert not still_running, f"stop.sh left {still_running} running"
+
+
+def _running(pid: int) -> bool:
+    """A process that exists and is not a zombie (a stopped daemon can linger as one briefly)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def train_config(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run: ShuffleNet V2 0.5x on the 200 + 60 demo JPEGs at 64 px, 12 steps per epoch on 2
+    processes, validation every epoch, W&B offline."""
+    config = {
+        "seed_everything": 0,
+        "model": {"model": {"class_path": "shufflenet_pl.models.ShuffleNetV2",
+                            "init_args": {"stages_repeats": [4, 8, 4], "stages_out_channels": [24, 48, 96, 192, 1024]}},
+                  "lr": 0.02, "momentum": 0.9, "nesterov": True, "schedule": "cosine", "warmup_epochs": 0},
+        "data": {"class_path": "shufflenet_pl.data.ImageFolderDataModule",
+                 "init_args": {"root": str(demo_root), "demo": False, "batch_size": GLOBAL_BATCH, "num_workers": 0,
+                               "train_res": 64, "val_res": 64, "crop_scale": [0.5, 1.0]}},
+        "trainer": {"max_epochs": EPOCHS, "log_every_n_steps": 1, "enable_progress_bar": False,
+                    "logger": {"class_path": "shufflenet_pl.tracking.WandbLogger",
+                               "init_args": {"project": "shufflenet-pl-tests", "mode": "offline"}},
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"monitor": "val/acc1", "mode": "max", "save_last": True,
+                                                 "filename": "best-{epoch:03d}"}}]},
+    }
+    path = tmp_path_factory.mktemp("config") / "small.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _launch(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _job_folder(jobs_dir: Path) -> Path:
+    (folder,) = [p for p in jobs_dir.iterdir() if p.is_dir()]
+    return folder
+
+
+def _final_weights(folder: Path) -> Dict[str, torch.Tensor]:
+    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _train_rows(folder: Path) -> List[Tuple[str, List[Dict]]]:
+    """(run id, rows with train/loss) of every W&B run folder of a job, in start order."""
+    from shufflenet_pl.tracking.reader import find_run_files, read_run_files
+
+    parts = sorted((read_run_files(p) for p in find_run_files(folder / "wandb")), key=lambda part: part.start_time)
+    return [(part.run_id, [row for row in part.history if "train/loss" in row]) for part in parts]
+
+
+def _losses_by_step(rows: List[Dict]) -> Dict[int, float]:
+    steps = [int(row["trainer/global_step"]) for row in rows]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {sorted(steps)}"
+    return {int(row["trainer/global_step"]): row["train/loss"] for row in rows}
+
+
+@pytest.fixture(scope="module")
+def two_node_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    jobs = tmp_path_factory.mktemp("jobs-2x1")
+    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--wait", "--jobs-dir", str(jobs),
+                      "--job-name", "two-nodes", "--config", str(train_config)], local_slurm, jobs)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    folder = _job_folder(jobs)
+    assert "submitted job" in result.stdout and f"folder: {folder}" in result.stdout
+    return folder
+
+
+def _validation_args(folder: Path, processes: int, out: Path) -> List[str]:
+    """``shufflenet-pl validate`` of a job's last.ckpt with ``processes`` CPU processes, logging to CSV."""
+    return ["validate", "--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"),
+            "--trainer.num_nodes", "1", "--trainer.devices", str(processes),
+            "--trainer.strategy", "ddp" if processes > 1 else "auto", "--trainer.plugins", "null",
+            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(out),
+            "--trainer.logger.name", "v", "--trainer.default_root_dir", str(out)]
+
+
+def _validation_metrics(out: Path) -> Dict[str, float]:
+    (metrics,) = out.glob("v/version_*/metrics.csv")
+    row = [r for r in csv.DictReader(metrics.open()) if r.get("val/acc1")][-1]
+    return {key: float(row[key]) for key in ("val/acc1", "val/acc5", "val/loss")}
+
+
+def _validate_in_one_process(folder: Path, out: Path) -> Dict[str, float]:
+    from shufflenet_pl.cli import build_cli
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_cli(_validation_args(folder, 1, out))
+    finally:
+        torch.set_num_threads(threads)
+    return _validation_metrics(out)
+
+
+def _validate_in_two_processes(folder: Path, out: Path) -> Dict[str, float]:
+    """Lightning's own DDP launcher (gloo): both ranks load the same checkpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-m", "shufflenet_pl.cli", *_validation_args(folder, 2, out)],
+                            cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return _validation_metrics(out)
+
+
+def test_slurm_job_runs_ddp_over_two_nodes(two_node_job: Path, tmp_path: Path) -> None:
+    """Both ranks ran, one per node, in one world of 2; a checkpoint and the run files are in the
+    job folder; validation covers the whole validation set, reduced over the ranks."""
+    folder = two_node_job
+    launch = json.loads((folder / "launch.json").read_text())
+    assert (launch["executor"], launch["nodes"], launch["gpus_per_node"], launch["partition"]) == ("slurm", 2, 1, "debug")
+    job_id = launch["job_id"]
+    for rank in (0, 1):
+        log = (folder / "logs" / f"{job_id}_{rank}_log.err").read_text()
+        assert f"rank {rank}/2 (node {rank}/2, local rank 0) on node{rank + 1}" in log, log[-2000:]
+    result = json.loads((folder / "result.json").read_text())
+    assert (result["world_size"], result["num_nodes"]) == (2, 2)
+    steps_per_epoch = 200 // GLOBAL_BATCH  # 200 training images, 8 per process and step
+    assert result["global_step"] == EPOCHS * steps_per_epoch
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and list((folder / "checkpoints").glob("best-*.ckpt"))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert (config["trainer"]["num_nodes"], config["trainer"]["devices"], config["trainer"]["strategy"]) == (2, 1, "ddp")
+    assert config["trainer"]["plugins"][0]["init_args"] == {"auto_requeue": False}
+    runs = _train_rows(folder)
+    assert [run_id for run_id, _ in runs] == [launch["wandb_run_id"]]
+
+    # One process over all 60 validation images: what the job's ranks computed together. Exact
+    # equality holds only with identical weights on every rank (second check): in the job, rank 1
+    # validates with BatchNorm statistics updated by its own last training batch.
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    single = _validate_in_one_process(folder, tmp_path / "one")
+    assert result["metrics"]["val/loss"] == pytest.approx(single["val/loss"], rel=0.02)
+    assert _validate_in_two_processes(folder, tmp_path / "two") == pytest.approx(single, rel=1e-6, abs=1e-6)
+
+
+def test_partition_refuses_gpus_it_cannot_give(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
+    result = _launch(["--cluster", "slurm", "--nodes", "1", "--gpus", "2", "--jobs-dir", str(tmp_path),
+                      "--config", str(train_config)], local_slurm, tmp_path)
+    assert result.returncode == 2
+    assert "--gpus 2: partition 'debug' has 0 node(s) with 2 GPUs or more" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing submitted, no folder made
+
+
+def test_dry_run_prints_the_array_script(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
+    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--dry-run", "--jobs-dir", str(tmp_path),
+                      "--sweep", "model.lr=0.01,0.02", "--config", str(train_config)], local_slurm, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --signal=USR2@30",
+                 "#SBATCH --partition=debug", "srun --unbuffered"):
+        assert line in result.stdout, line
+    assert "nothing was submitted" in result.stdout and not list(tmp_path.iterdir())
+
+
+def test_sweep_is_one_job_array_with_a_folder_per_element(local_slurm: Dict[str, str], train_config: Path,
+                                                          tmp_path: Path) -> None:
+    result = _launch(["--preset", "local-slurm", "--nodes", "1", "--gpus", "1", "--wait", "--jobs-dir", str(tmp_path),
+                      "--job-name", "sweep", "--sweep", "model.lr=0.01,0.03", "--config", str(train_config),
+                      "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"], local_slurm, tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    root = _job_folder(tmp_path)
+    elements = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "logs")
+    assert [p.name for p in elements] == ["00-lr=0.01", "01-lr=0.03"]
+    array_ids = set()
+    for index, (folder, lr) in enumerate(zip(elements, (0.01, 0.03))):
+        launch = json.loads((folder / "launch.json").read_text())
+        assert launch["array_index"] == index and launch["sweep"] == {"model.lr": str(lr)}
+        array_ids.add(launch["job_id"].split("_")[0])
+        assert launch["job_id"] == f"{launch['job_id'].split('_')[0]}_{index}"
+        assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["lr"] == lr
+        assert json.loads((folder / "result.json").read_text())["global_step"] == 2
+        assert (folder / "logs" / f"{launch['job_id']}_0_log.err").is_file()  # logs/ -> ../logs/<array>_<index>
+        assert (folder / "checkpoints" / "last.ckpt").is_file()
+        assert [run_id for run_id, _ in _train_rows(folder)] == [launch["wandb_run_id"]]
+    assert len(array_ids) == 1  # one sbatch, one array
+
+
+def test_failed_job_shows_the_failing_ranks_log(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
+    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--wait", "--jobs-dir", str(tmp_path),
+                      "--config", str(train_config), "--data.init_args.root", str(tmp_path / "no-dataset")],
+                     local_slurm, tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    failed = re.search(r"failed; rank (\d): RuntimeError: shufflenet-pl fit stopped with exit status 2",
+                       result.stderr)
+    assert failed, result.stderr[-3000:]
+    assert "--- last lines of " in result.stderr and f"_{failed.group(1)}_log.err ---" in result.stderr
+    assert f"data.root: {tmp_path / 'no-dataset' / 'train'} does not exist" in result.stderr  # the CLI's own message
+    assert re.search(r"failing ranks: (0, 1|1, 0);", result.stderr)
+
+
+@pytest.fixture(scope="module")
+def requeued_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1 node x 2 process job interrupted in its second epoch, followed by the launcher through the
+    requeue to the end. The interruption is what SLURM sends at a time limit (``--signal=USR2@delay``)
+    and at preemption with ``PreemptParameters=send_user_signal``: USR2 to every process of the job."""
+    jobs = tmp_path_factory.mktemp("jobs-requeue")
+    launcher = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), "--preset", "local-slurm", "--nodes", "1", "--gpus", "2", "--wait",
+         "--jobs-dir", str(jobs), "--job-name", "requeue", "--config", str(train_config)],
+        cwd=jobs, env=local_slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(jobs.glob("*/checkpoints/best-epoch=000.ckpt")):
+            assert launcher.poll() is None, launcher.communicate()
+            time.sleep(0.2)
+        folder = _job_folder(jobs)
+        job_id = json.loads((folder / "launch.json").read_text())["job_id"]
+        assert job_id, "epoch 0 ended before the launcher recorded the job id"
+        subprocess.run(["scancel", "--signal", "USR2", job_id], env=local_slurm, check=True, timeout=60)
+        out, err = launcher.communicate(timeout=420)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, out[-3000:] + err[-5000:]
+    return folder
+
+
+def test_requeued_job_resumes_exactly(requeued_job: Path) -> None:
+    """The job checkpointed at a batch boundary, was requeued by submitit, resumed from last.ckpt and
+    ended with the optimizer steps of an uninterrupted run: none lost, none repeated; one W&B run."""
+    folder = requeued_job
+    launch = json.loads((folder / "launch.json").read_text())
+    attempts = launch["attempts"]
+    assert len(attempts) == 2, attempts
+    assert attempts[1]["resumed_from"] == str(folder / "checkpoints" / "last.ckpt")
+    log = (folder / "logs" / f"{launch['job_id']}_0_log.err").read_text()
+    assert "restart 1: resuming from" in log
+    saved_step = int(log.split("last.ckpt at global step ")[1].split()[0])
+    steps_per_epoch = 200 // GLOBAL_BATCH
+    total = EPOCHS * steps_per_epoch
+    assert steps_per_epoch < saved_step < total  # interrupted in the middle of training, after epoch 0
+    assert f"training from global step {saved_step} " in log
+    result = json.loads((folder / "result.json").read_text())
+    assert result["global_step"] == total
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved["lr_schedulers"][0]["last_epoch"] == total  # one LR step per optimizer step
+
+    runs = _train_rows(folder)
+    assert [run_id for run_id, _ in runs] == [launch["wandb_run_id"]] * 2  # one W&B run, two parts
+    first, second = (_losses_by_step(rows) for _, rows in runs)
+    assert max(first) < min(second)  # the second part continues, it does not redo steps
+    assert sorted({**first, **second}) == sorted(set(first) | set(second))
+    assert len(first) + len(second) == total  # every optimizer step logged exactly once
+
+
+@pytest.fixture(scope="module")
+def local_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    jobs = tmp_path_factory.mktemp("jobs-local")
+    env = {k: v for k, v in local_slurm.items() if k != "SLURM_CONF"}
+    result = _launch(["--cluster", "local", "--gpus", "2", "--cpu", "--jobs-dir", str(jobs), "--job-name", "local",
+                      "--config", str(train_config)], env, jobs)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert "running job" in result.stdout and "finished:" in result.stdout
+    return _job_folder(jobs)
+
+
+def _assert_same_training(job: Path, reference: Path) -> None:
+    """Same optimizer steps with the same logged losses, and the same final weights."""
+    ((_, reference_rows),) = _train_rows(reference)
+    expected = _losses_by_step(reference_rows)
+    losses: Dict[int, float] = {}
+    for _, rows in _train_rows(job):
+        losses.update(_losses_by_step(rows))
+    assert sorted(losses) == sorted(expected)
+    for step, loss in expected.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-5, abs=1e-6), f"{job.name}, step {step}"
+    weights, expected_weights = _final_weights(job), _final_weights(reference)
+    for name, tensor in expected_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=1e-5, atol=1e-6, msg=f"{job.name}: {name}")
+
+
+def test_local_executor_gives_the_same_result(local_job: Path, two_node_job: Path) -> None:
+    """The local executor runs the same 2-process job as SLURM over two nodes: same steps, same
+    logged losses, same final weights."""
+    result = json.loads((local_job / "result.json").read_text())
+    assert (result["world_size"], result["global_step"]) == (2, EPOCHS * (200 // GLOBAL_BATCH))
+    _assert_same_training(two_node_job, local_job)
+
+
+@pytest.mark.xfail(strict=True, reason="the data layer does not restore augmentation randomness on a mid-epoch "
+                   "resume (ImageFolder crops/flips draw from the global torch RNG): same samples, other crops")
+def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Path, local_job: Path) -> None:
+    """After the requeue the run continues with the next batch of the same data order: the losses
+    of every step and the final weights equal those of the uninterrupted run."""
+    _assert_same_training(requeued_job, local_job)
