@@ -135,3 +135,28 @@ def test_state_is_plain_python_for_weights_only_checkpoints() -> None:
     state = loader.state_dict()
     assert state == {"epoch": 0, "batches_done": 1, "num_samples": 200, "seed": 0}
     assert all(type(v) is int for v in state.values())
+
+
+def _imagefolder_batches(root, epoch: int, skip: int, num_workers: int) -> List:
+    import torch
+
+    from shufflenet_pl.data import ImageFolderDataModule
+
+    data = ImageFolderDataModule(root=str(root), batch_size=40, num_workers=num_workers, train_res=48, seed=3)
+    data.setup("fit")
+    torch.manual_seed(num_workers)  # the global RNG must not matter
+    return [images for images, _ in data._start_train_epoch(epoch, skip)]
+
+
+def test_imagefolder_augmentation_is_a_function_of_seed_epoch_and_sample(demo_root) -> None:
+    """A resumed epoch reads the same crops and flips as an uninterrupted one, with any worker count;
+    another epoch reads other crops."""
+    import torch
+
+    full = _imagefolder_batches(demo_root, epoch=1, skip=0, num_workers=0)
+    resumed = _imagefolder_batches(demo_root, epoch=1, skip=2, num_workers=2)
+    assert len(full) == 5 and len(resumed) == 3
+    for expected, got in zip(full[2:], resumed):
+        assert torch.equal(expected, got)
+    other_epoch = _imagefolder_batches(demo_root, epoch=2, skip=0, num_workers=0)
+    assert not torch.equal(full[0], other_epoch[0])

@@ -26,7 +26,7 @@ from .demo import DEMO_CLASSES, make_demo_dataset
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting,
                        rank_samples)
 
-__all__ = ["ImageFolderDataModule", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
+__all__ = ["ImageFolderDataModule", "SeededAugmentation", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -60,6 +60,29 @@ def default_num_workers() -> int:
     return max(1, min(8, cpus))
 
 
+class SeededAugmentation(Dataset):
+    """``dataset[index]`` with its random augmentation drawn from a seed of ``(seed, epoch, index)``.
+
+    torchvision's transforms draw from the global torch RNG of whichever loader worker runs them, so
+    without this a resumed epoch would read the same images with other crops and flips. Indexed by
+    ``(epoch, index)`` pairs (what the training sampler yields); the caller's RNG is left untouched.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Tuple[int, int]) -> Any:
+        epoch, index = key
+        sample_seed = hash((self.seed, epoch, index))  # ints hash the same in every process (no PYTHONHASHSEED)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(sample_seed)  # CPU only: torch.manual_seed also seeds CUDA, 200x slower
+            return self.dataset[index]
+
+
 class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     """ImageNet-style ``root/train/<class>/*`` and ``root/val/<class>/*`` through torchvision.
 
@@ -73,8 +96,8 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         val_crop_ratio: center-crop ratio (224/256: resize the short side to res/ratio first).
         crop_scale: area range of RandomResizedCrop.
         drop_last: drop the last incomplete training batch.
-        seed: seed of the training order; epoch ``e`` always has the same order for the same seed,
-            which is what makes mid-epoch resume exact.
+        seed: seed of the training order and augmentation: epoch ``e`` always reads the same images
+            in the same order with the same crops and flips, which is what makes mid-epoch resume exact.
     """
 
     def __init__(
@@ -191,7 +214,8 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Any]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
-        return iter(self._loader(self.train_set, samples.tolist()))
+        keys = [(epoch, int(index)) for index in samples]
+        return iter(self._loader(SeededAugmentation(self.train_set, self.hparams.seed), keys))
 
     def _describe(self) -> Dict[str, Any]:
         return {"seed": self.hparams.seed, "batch_size": self.batch_size, "world_size": self.world_size,
