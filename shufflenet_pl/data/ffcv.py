@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
-from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, default_num_workers, per_device_batch_size
+from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting,
                        rank_samples)
 
@@ -142,13 +142,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     ) -> None:
         super().__init__()
         require_ffcv()
-        if not 0 < val_crop_ratio <= 1:
-            raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
-        for key, value in (("train_res", train_res), ("val_res", val_res)):
-            if value < 8:
-                raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
+        check_crop_args(train_res, val_res, val_crop_ratio, crop_scale)
         if order not in ("random", "quasi_random"):
             raise ValueError(f"data.order must be random or quasi_random, got {order!r}")
         if order == "quasi_random" and os_cache:

@@ -44,6 +44,17 @@ def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
     return global_batch_size // world_size
 
 
+def check_crop_args(train_res: int, val_res: int, val_crop_ratio: float, crop_scale: Sequence[float]) -> None:
+    """The crop arguments both datamodules share; a bad one raises ``ValueError`` naming its key."""
+    if not 0 < val_crop_ratio <= 1:
+        raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
+    for key, value in (("train_res", train_res), ("val_res", val_res)):
+        if value < 8:
+            raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
+
+
 def normalize_on_device(images: Tensor) -> Tensor:
     """uint8 ``(N, 3, H, W)`` -> float normalised with ImageNet mean/std (on the images' device)."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
@@ -114,13 +125,7 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if not 0 < val_crop_ratio <= 1:
-            raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
-        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-            raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
-        for key, value in (("train_res", train_res), ("val_res", val_res)):
-            if value < 8:
-                raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
+        check_crop_args(train_res, val_res, val_crop_ratio, crop_scale)
         self.save_hyperparameters()
         self.root = Path(root)
         self.batch_size = batch_size
