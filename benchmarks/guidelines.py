@@ -34,7 +34,6 @@ if __package__ in (None, ""):  # run as a file (python benchmarks/guidelines.py)
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._timing import (
     environment,
@@ -46,6 +45,7 @@ from benchmarks._timing import (
     time_interleaved,
     write_json,
 )
+from shufflenet_pl.analysis.report import count_multiply_adds
 
 __all__ = [
     "PRESETS",
@@ -264,14 +264,6 @@ def build_tables(preset: Dict[str, Any], blocks: int = 10, tables: Sequence[int]
     return result
 
 
-def count_multiply_adds(model: nn.Module, in_channels: int, image_size: int) -> int:
-    """Multiply-adds of one image (``torch.utils.flop_counter`` FLOPs / 2)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, in_channels, image_size, image_size))
-    return counter.get_total_flops() // 2
-
-
 def run_tables(
     tables: Sequence[TableSpec],
     device: torch.device,
@@ -305,7 +297,7 @@ def run_tables(
                 for row_index, (label, specs) in enumerate(table.rows):
                     spec = specs[column_index]
                     model = spec.build().eval()
-                    multiply_adds = count_multiply_adds(model, spec.in_channels, image_size)
+                    multiply_adds = count_multiply_adds(model, image_size, in_channels=spec.in_channels)
                     model = model.to(device=device, memory_format=memory_format)
                     images = torch.randn(batch_size, spec.in_channels, image_size, image_size, generator=generator)
                     images = images.to(device=device, memory_format=memory_format)

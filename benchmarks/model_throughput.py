@@ -33,7 +33,6 @@ if __package__ in (None, ""):  # run as a file (python benchmarks/model_throughp
 import torch
 import torchvision
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._timing import (
     environment,
@@ -45,6 +44,7 @@ from benchmarks._timing import (
     time_interleaved,
     write_json,
 )
+from shufflenet_pl.analysis.report import count_multiply_adds
 from shufflenet_pl.models import build_model
 
 __all__ = ["Setting", "main", "parse_setting", "parse_width", "plot_speed_vs_flops", "plot_speedups", "run_benchmark"]
@@ -107,18 +107,6 @@ def parse_width(text: str) -> str:
     if label not in WIDTHS:
         raise ValueError(f"unknown width {text!r}; choose from {', '.join(WIDTHS)}")
     return label
-
-
-def count_multiply_adds(model: nn.Module, image_size: int = 224) -> int:
-    """Multiply-adds of one image, as ``torch.utils.flop_counter`` counts them (FLOPs / 2)."""
-    was_training = model.training
-    model.eval()
-    parameter = next(model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size, device=parameter.device))
-    model.train(was_training)
-    return counter.get_total_flops() // 2
 
 
 def build_pair(name: str, device: torch.device, setting: Setting) -> Tuple[nn.Module, nn.Module]:

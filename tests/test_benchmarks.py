@@ -14,6 +14,7 @@ import torch
 
 from benchmarks import guidelines, model_throughput
 from benchmarks._timing import format_table, time_interleaved
+from shufflenet_pl.analysis.report import count_multiply_adds
 from conftest import REPO, run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +79,7 @@ def test_guideline_widths_are_the_papers_up_to_equal_flops_rounding() -> None:
 def test_guideline_networks_have_equal_flops_per_column(preset: str) -> None:
     for table in guidelines.build_tables(guidelines.PRESETS[preset], blocks=1, tables=(1, 2, 3)):
         for column_index, column in enumerate(table.columns):
-            flops = [guidelines.count_multiply_adds(specs[column_index].build(), specs[column_index].in_channels, 8) for _, specs in table.rows]
+            flops = [count_multiply_adds(specs[column_index].build(), 8, in_channels=specs[column_index].in_channels) for _, specs in table.rows]
             # Integer widths keep every row within 6 % of the first row's FLOPs; the coarsest cell is
             # 1:12 at c = 32, (9, 108), 5 % short, as in the paper.
             assert max(abs(f / flops[0] - 1) for f in flops) < 0.06, (table.number, column, flops)

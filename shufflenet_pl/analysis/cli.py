@@ -4,7 +4,6 @@ import argparse
 import csv
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -186,12 +185,11 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.exit(2, "error: --clock process times CPU work only; use --clock wall with --device cuda\n")
     setting = f"{where}, batch {args.batch_size}, {precision}" + (", channels_last" if args.channels_last else "")
     setting += ", per CPU second" if args.clock == "process" else ""
-    clock = time.process_time if args.clock == "process" else time.perf_counter
 
     total = len(names) * args.iterations * len(modes)
     with tqdm(total=total, desc="timing", unit="step", file=sys.stderr, disable=None if total else True) as bar:
         reports = build_reports(names, args.image_size, modes, args.batch_size, device, args.iterations, args.warmup,
-                                args.channels_last, autocast_dtype, progress=bar.update, clock=clock)
+                                args.channels_last, autocast_dtype, progress=bar.update, clock=args.clock)
     table = format_report(reports, args.image_size, setting, args.format)
     print(table)
     if args.output is not None:

@@ -12,8 +12,6 @@ this device — one table, per width.
   the widths take turns step by step, so load that comes and goes affects them alike.
 """
 
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -22,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import InvertedResidual, build_model, list_models
+from .timing import median, time_interleaved
 
 __all__ = [
     "LayerRow",
@@ -159,15 +158,16 @@ def layer_table(model: nn.Module, image_size: int = 224) -> List[LayerRow]:
 
 
 @torch.no_grad()
-def count_multiply_adds(model: nn.Module, image_size: int = 224) -> int:
-    """Multiply-adds of one ``image_size`` image (``torch.utils.flop_counter`` FLOPs / 2)."""
+def count_multiply_adds(model: nn.Module, image_size: int = 224, in_channels: int = 3) -> int:
+    """Multiply-adds of one ``image_size`` image with ``in_channels`` channels (``torch.utils.flop_counter``
+    FLOPs / 2), counted in eval mode."""
     was_training = model.training
     model.eval()
     parameter = next(model.parameters())
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            model(torch.zeros(1, 3, image_size, image_size, dtype=parameter.dtype, device=parameter.device))
+            model(torch.zeros(1, in_channels, image_size, image_size, dtype=parameter.dtype, device=parameter.device))
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
@@ -242,13 +242,13 @@ def measure_throughput(
     channels_last: bool = False,
     autocast_dtype: Optional[torch.dtype] = None,
     progress: Optional[Callable[[], None]] = None,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: str = "wall",
 ) -> Dict[str, float]:
     """Images per second of each model: ``batch_size`` / the median time of ``iterations`` timed steps.
 
-    The models take turns, one step each per round, so that a machine that gets busier or quieter
-    during the measurement (shared cores, GPU clocks) affects every model alike and the ratios between
-    them stay fair.
+    The models take turns (:func:`.timing.time_interleaved`), so that a machine that gets busier or
+    quieter during the measurement (shared cores, GPU clocks) affects every model alike and the ratios
+    between them stay fair.
 
     Args:
         models: name -> network; each is moved to ``device`` (and channels_last) in place.
@@ -262,8 +262,8 @@ def measure_throughput(
         channels_last: convert models and inputs to channels_last.
         autocast_dtype: run under ``torch.autocast`` with this dtype (``torch.bfloat16``, ``torch.float16``).
         progress: called after every timed step (e.g. a progress bar's ``update``).
-        clock: the timer; ``time.process_time`` (this process's CPU seconds) instead of wall time gives
-            steadier CPU numbers on a shared machine, with one thread (``torch.set_num_threads(1)``).
+        clock: ``"wall"``, or ``"process"`` (this process's CPU seconds: steadier CPU numbers on a shared
+            machine, with one thread, ``torch.set_num_threads(1)``); see :func:`.timing.time_interleaved`.
     """
     if mode not in ("infer", "train"):
         raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
@@ -274,20 +274,11 @@ def measure_throughput(
                          channels_last, autocast_dtype)
         for name, model in models.items()
     }
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: Dict[str, List[float]] = {name: [] for name in steps}
-    for _ in range(iterations):
-        for name, step in steps.items():
-            start = clock()
-            step()
-            times[name].append(clock() - start)
-            if progress is not None:
-                progress()
+    # Each step waits for its CUDA work itself, so the timer needs no synchronizer of its own.
+    times = time_interleaved(steps, iterations, warmup, synchronize=lambda: None, clock=clock, progress=progress)
     for model in models.values():
         model.eval()
-    return {name: batch_size / statistics.median(values) for name, values in times.items()}
+    return {name: batch_size / median(values) for name, values in times.items()}
 
 
 def format_report(reports: Sequence[WidthReport], image_size: int, setting: str, fmt: str = "markdown") -> str:
@@ -351,7 +342,7 @@ def build_reports(
     autocast_dtype: Optional[torch.dtype] = None,
     num_classes: int = 1000,
     progress: Optional[Callable[[], None]] = None,
-    clock: Callable[[], float] = time.perf_counter,
+    clock: str = "wall",
 ) -> List[WidthReport]:
     """Everything :func:`format_report` prints, for the registered models ``names``; throughput is
     measured with the models taking turns (:func:`measure_throughput`).
