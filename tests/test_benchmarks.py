@@ -12,7 +12,7 @@ from typing import List
 import pytest
 import torch
 
-from benchmarks import guidelines, model_throughput
+from benchmarks import compile_formulations, guidelines, model_throughput
 from benchmarks._timing import format_table, time_interleaved
 from shufflenet_pl.analysis.report import count_multiply_adds
 from conftest import REPO, run_cli
@@ -190,3 +190,47 @@ def test_guidelines_script_runs_tiny_and_prints_the_four_tables(tmp_path: Path) 
             assert all(cell["batches_per_s"] > 0 and len(cell["seconds"]) == 2 and cell["multiply_adds"] > 0 for cell in row["cells"])
     assert report["tables"][0]["rows"][1]["cells"][0]["channels"] == "(23, 46)"
     assert (out / "guidelines.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize("formulation", ["pointwise-matmul", "depthwise-taps", "both"])
+def test_compile_formulations_compute_the_same_network(formulation: str) -> None:
+    """Each rewritten network gives torchvision's logits and parameter gradients (float64, both strides)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    theirs = torchvision.models.shufflenet_v2_x0_5(weights=None).double()
+    rewritten = compile_formulations.build_formulation(formulation, theirs)
+    kinds = {type(m).__name__ for m in rewritten.modules()}
+    assert ("PointwiseMatmul" in kinds) == (formulation != "depthwise-taps") and ("DepthwiseTaps" in kinds) == (formulation != "pointwise-matmul")
+    assert rewritten.state_dict().keys() == theirs.state_dict().keys()
+    images = torch.randn(3, 3, 48, 48, dtype=torch.float64).to(memory_format=torch.channels_last)
+    labels = torch.tensor([1, 5, 9])
+    gradients = []
+    for model in (theirs, rewritten):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        gradients.append(torch.autograd.grad(loss, list(model.parameters())))
+    # Compared against the largest gradient: some BatchNorm shifts have a true gradient of 0 (a BatchNorm
+    # follows), where both sides hold only rounding noise.
+    scale = max(g.abs().max() for g in gradients[0])
+    assert max((a - b).abs().max() for a, b in zip(*gradients)) < 1e-10 * scale
+
+
+@pytest.mark.slow
+def test_compile_formulations_script_runs_tiny_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "formulations"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--device", "cpu", "--no-compile", "--no-bf16",
+         "--width", "0.5", "--batch-size", "2", "--image-size", "32", "--repeats", "2", "--warmup", "1", "--out-dir", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| formulation")]
+    assert [row.split("|")[1].strip() for row in rows] == list(compile_formulations.FORMULATIONS)
+    report = json.loads((out / "compile_formulations.json").read_text())
+    assert report["width"] == "0.5" and report["compile"] is False
+    for entry in report["results"]:
+        assert entry["max_logit_difference"] < 1e-4 and entry["speedup"] > 0
+        assert all(len(entry["seconds"][who]) == 2 for who in ("torchvision", entry["formulation"]))
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--formulations", "fast"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "invalid choice: 'fast'" in bad.stderr
