@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-__all__ = ["ConversionResult", "convert_imagefolder", "convert_split", "convert_main", "scan_imagefolder"]
+__all__ = ["ConversionResult", "convert_imagefolder", "convert_split", "convert_main", "private_temporary_path", "scan_imagefolder"]
 
 WriteMode = Literal["jpg", "raw", "proportion"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -138,6 +139,12 @@ def _select(samples: List[Tuple[str, int]], limit: Optional[int], seed: int) -> 
     return [samples[i] for i in keep]
 
 
+def private_temporary_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` that no other process writes: named by host and process, since
+    ranks on several nodes (whose process ids can coincide) may prepare the same shared folder."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
 def convert_split(
     split_dir: "str | Path",
     beton: "str | Path",
@@ -220,7 +227,7 @@ def convert_split(
     from . import quiet_numba  # noqa: F401
 
     beton.parent.mkdir(parents=True, exist_ok=True)
-    tmp = beton.with_name(f".{beton.name}.tmp-{os.getpid()}")
+    tmp = private_temporary_path(beton)
     try:
         fields = {
             "image": RGBImageField(write_mode=write_mode, max_resolution=max_side, jpeg_quality=jpeg_quality,
@@ -237,7 +244,7 @@ def convert_split(
             "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
             "skipped": [list(s) for s in skipped],
         }
-        tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
+        tmp_sidecar = private_temporary_path(sidecar)
         tmp_sidecar.write_text(json.dumps(info, indent=1))
         sidecar.unlink(missing_ok=True)  # a crash between the two renames leaves no stale sidecar
         tmp.replace(beton)

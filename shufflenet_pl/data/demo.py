@@ -18,6 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from .convert import private_temporary_path
+
 __all__ = ["DEMO_CLASSES", "make_demo_dataset", "draw_demo_image"]
 
 DEMO_CLASSES = ("circle", "ring", "triangle", "square", "star", "cross", "crescent", "stripes", "dots", "checker")
@@ -135,7 +137,8 @@ def make_demo_dataset(
 ) -> Path:
     """Write the demo set under ``root`` (``train/`` and ``val/`` ImageFolder trees) unless an
     identical one is already there. Written to a temporary folder, then renamed, so an interrupted
-    run never leaves a half set behind. Returns ``root``.
+    run never leaves a half set behind; processes that prepare the same ``root`` at once (ranks on
+    several nodes) end with one complete set. Returns ``root``.
 
     Args:
         root: output folder.
@@ -156,23 +159,37 @@ def make_demo_dataset(
     if root.exists() and any(root.iterdir()):
         if not manifest.is_file():
             raise FileExistsError(f"{root} exists and is not a demo dataset; choose another folder or remove it")
-        shutil.rmtree(root)  # a demo set with other settings: regenerate
-    tmp = root.with_name(root.name + ".tmp")
+        try:
+            shutil.rmtree(root)  # a demo set with other settings: regenerate
+        except FileNotFoundError:
+            pass  # another process is replacing it too
+    # One temporary folder per process: Lightning prepares data on local rank 0 of every node, and
+    # the nodes may share this folder.
+    tmp = private_temporary_path(root)
     shutil.rmtree(tmp, ignore_errors=True)
     jobs = [(split, label_idx, i) for split, n in (("train", train_per_class), ("val", val_per_class))
             for label_idx in range(len(DEMO_CLASSES)) for i in range(n)]
     # In a log file (not a terminal) a bar redrawn every 0.1 s is noise: redraw every 10 s there.
     bar = tqdm(jobs, desc=f"demo data -> {root}", disable=not progress, unit="img", mininterval=0.1 if sys.stderr.isatty() else 10)
-    for split, label_idx, i in bar:
-        label = DEMO_CLASSES[label_idx]
-        split_offset = 0 if split == "train" else 10_000_000
-        image_seed = seed * 100_000_000 + split_offset + label_idx * 1_000_000 + i
-        out = tmp / split / label / f"{label}_{i:05d}.jpg"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        draw_demo_image(label, image_seed).save(out, quality=quality)
-    (tmp / _MANIFEST).write_text(json.dumps(spec, indent=1))
-    root.parent.mkdir(parents=True, exist_ok=True)
-    if root.exists():
-        root.rmdir()
-    tmp.rename(root)
+    try:
+        for split, label_idx, i in bar:
+            label = DEMO_CLASSES[label_idx]
+            split_offset = 0 if split == "train" else 10_000_000
+            image_seed = seed * 100_000_000 + split_offset + label_idx * 1_000_000 + i
+            out = tmp / split / label / f"{label}_{i:05d}.jpg"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            draw_demo_image(label, image_seed).save(out, quality=quality)
+        (tmp / _MANIFEST).write_text(json.dumps(spec, indent=1))
+        root.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if root.exists() and not any(root.iterdir()):
+                root.rmdir()
+            tmp.rename(root)
+        except OSError:
+            # Renaming onto a folder that is not empty fails: another process finished first. Its
+            # set is the same one (same settings, same seeds); anything else is a real error.
+            if not (manifest.is_file() and json.loads(manifest.read_text()) == spec):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left over if another process won or on error
     return root
