@@ -7,7 +7,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import pytest
 
-from shufflenet_pl.data.ordering import ResumableLoader, epoch_permutation, num_batches, rank_samples
+from shufflenet_pl.data.ordering import ResumableLoader, epoch_permutation, num_batches, rank_samples, rank_train_samples
 from shufflenet_pl.schedules import progressive_resolution
 
 
@@ -36,6 +36,21 @@ def test_training_shards_are_equal_sized_and_cover_everything(num_samples: int, 
     assert len({len(s) for s in shards}) == 1  # every rank the same number of batches: DDP stays in step
     assert set(np.concatenate(shards).tolist()) == set(range(num_samples))
     assert len(shards[0]) == -(-num_samples // world_size)
+
+
+def test_training_shards_keep_whole_batches_only_with_drop_last() -> None:
+    order = epoch_permutation(23, 0, 0)  # 12 per rank over 2 ranks (one padded)
+    assert rank_train_samples(order, 1, 2, batch_size=5, drop_last=True).tolist() == rank_samples(order, 1, 2, pad=True)[:10].tolist()
+    assert rank_train_samples(order, 1, 2, batch_size=5, drop_last=False).tolist() == rank_samples(order, 1, 2, pad=True).tolist()
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(demo_root) -> None:
+    from shufflenet_pl.data import ImageFolderDataModule
+
+    data = ImageFolderDataModule(root=str(demo_root), batch_size=256, num_workers=0)  # 200 training images
+    data.setup("fit")
+    with pytest.raises(ValueError, match=r"data.batch_size=256 is larger than the 200 training images \(1 processes\)"):
+        data.train_dataloader()
 
 
 def test_rank_out_of_range_is_refused() -> None:

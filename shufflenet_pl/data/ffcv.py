@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
-from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting,
-                       rank_samples)
+from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
+                       rank_train_samples)
 
 try:
     from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
@@ -297,10 +297,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                                  quasi.page_sizes, global_order, 2 * self.per_device_batch_size)
         else:
             global_order = epoch_permutation(self.num_train_samples, self.hparams.seed, epoch)
-        samples = rank_samples(global_order, self.rank, self.world_size, pad=True)
-        if self.hparams.drop_last:
-            samples = samples[: len(samples) // self.per_device_batch_size * self.per_device_batch_size]
-        return samples
+        return rank_train_samples(global_order, self.rank, self.world_size, self.per_device_batch_size, self.hparams.drop_last)
 
     def val_order(self) -> np.ndarray:
         """Validation indices of this rank: disjoint across ranks, each image exactly once."""
@@ -320,11 +317,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         return self._play(self.train_loader, samples)
 
     def train_dataloader(self) -> ResumableLoader:
-        length = num_batches(len(self.train_order(0)), self.per_device_batch_size, drop_last=True)
-        if length == 0:
-            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {self.num_train_samples} "
-                             f"training images ({self.world_size} processes)")
-        return self._track_train_loader(ResumableLoader(self._start_train_epoch, length, self._describe))
+        return self._resumable_train_loader(self.num_train_samples)
 
     def _eval_loader(self) -> ResumableLoader:
         samples = self.val_order()

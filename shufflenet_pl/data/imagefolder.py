@@ -23,8 +23,8 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from .demo import DEMO_CLASSES, make_demo_dataset
-from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting,
-                       rank_samples)
+from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
+                       rank_train_samples)
 
 __all__ = ["ImageFolderDataModule", "SeededAugmentation", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
 
@@ -208,10 +208,7 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             order = np.arange(len(self.train_set))
         else:
             order = epoch_permutation(len(self.train_set), self.hparams.seed, epoch)
-        samples = rank_samples(order, self.rank, self.world_size, pad=True)
-        if self.hparams.drop_last:
-            samples = samples[: len(samples) // self.per_device_batch_size * self.per_device_batch_size]
-        return samples
+        return rank_train_samples(order, self.rank, self.world_size, self.per_device_batch_size, self.hparams.drop_last)
 
     def val_order(self) -> np.ndarray:
         """Validation indices of this rank: disjoint across ranks, each image exactly once."""
@@ -227,11 +224,7 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                 "num_samples": len(self.train_set)}
 
     def train_dataloader(self) -> ResumableLoader:
-        length = num_batches(len(self.train_order(0)), self.per_device_batch_size, drop_last=True)
-        if length == 0:
-            raise ValueError(f"data.batch_size={self.batch_size} is larger than the {len(self.train_set)} "
-                             f"training images ({self.world_size} processes)")
-        return self._track_train_loader(ResumableLoader(self._start_train_epoch, length, self._describe))
+        return self._resumable_train_loader(len(self.train_set))
 
     def _eval_loader(self) -> ResumableLoader:
         if len(self.val_set) < self.world_size:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 import numpy as np
 
-__all__ = ["ResumableLoader", "TrainLoaderStateMixin", "epoch_permutation", "num_batches", "overfitting", "rank_samples"]
+__all__ = ["ResumableLoader", "TrainLoaderStateMixin", "epoch_permutation", "num_batches", "overfitting", "rank_samples", "rank_train_samples"]
 
 Batch = TypeVar("Batch")
 
@@ -50,6 +50,15 @@ def rank_samples(order: np.ndarray, rank: int, world_size: int, pad: bool) -> np
         extra = world_size - len(order) % world_size
         order = np.concatenate([order, np.resize(order, extra)])
     return order[rank::world_size]
+
+
+def rank_train_samples(order: np.ndarray, rank: int, world_size: int, batch_size: int, drop_last: bool) -> np.ndarray:
+    """The training part of ``order`` that ``rank`` reads: padded like every rank's
+    (:func:`rank_samples`), and cut to whole batches of ``batch_size`` when ``drop_last``."""
+    samples = rank_samples(order, rank, world_size, pad=True)
+    if drop_last:
+        samples = samples[: len(samples) // batch_size * batch_size]
+    return samples
 
 
 def overfitting(trainer: Any) -> bool:
@@ -166,10 +175,22 @@ class _LazyEpoch:
 
 class TrainLoaderStateMixin:
     """For a LightningDataModule (list it first among the bases): keeps the train loader's position
-    in the datamodule's checkpoint state and applies it to the next train loader created."""
+    in the datamodule's checkpoint state and applies it to the next train loader created.
+    :meth:`_resumable_train_loader` builds that loader from the datamodule's ``train_order``,
+    ``_start_train_epoch``, ``_describe``, ``per_device_batch_size``, ``batch_size`` and ``world_size``."""
 
     _train_loader: Optional[ResumableLoader] = None
     _pending_train_loader_state: Optional[Dict[str, Any]] = None
+
+    def _resumable_train_loader(self, num_train_samples: int) -> ResumableLoader:
+        """The tracked train loader: epochs of ``self.train_order(epoch)``, started (or resumed) by
+        ``self._start_train_epoch(epoch, skip_batches)``; refuses a batch larger than the set."""
+        datamodule: Any = self
+        length = num_batches(len(datamodule.train_order(0)), datamodule.per_device_batch_size, drop_last=True)
+        if length == 0:
+            raise ValueError(f"data.batch_size={datamodule.batch_size} is larger than the {num_train_samples} "
+                             f"training images ({datamodule.world_size} processes)")
+        return self._track_train_loader(ResumableLoader(datamodule._start_train_epoch, length, datamodule._describe))
 
     def _track_train_loader(self, loader: ResumableLoader) -> ResumableLoader:
         if self._pending_train_loader_state is not None:
