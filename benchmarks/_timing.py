@@ -9,7 +9,7 @@ import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
@@ -17,6 +17,7 @@ from shufflenet_pl.analysis.timing import CLOCKS, median, time_interleaved
 
 __all__ = [
     "CLOCKS",
+    "check_minimums",
     "describe_device",
     "environment",
     "format_table",
@@ -46,6 +47,18 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name!r}: no CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu")
     return device
+
+
+def check_minimums(options: Iterable[Tuple[str, Optional[float], float]]) -> None:
+    """Refuse a command-line number below its minimum: ``(flag, value, minimum)`` triples; a ``None``
+    value (option not given) passes.
+
+    Raises:
+        ValueError: naming the first flag that is too small.
+    """
+    for flag, value, minimum in options:
+        if value is not None and value < minimum:
+            raise ValueError(f"{flag} must be >= {minimum}, got {value}")
 
 
 def synchronizer(device: torch.device) -> Callable[[], None]:

@@ -34,7 +34,16 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from benchmarks._timing import environment, format_table, median, resolve_device, synchronizer, time_interleaved, write_json
+from benchmarks._timing import (
+    check_minimums,
+    environment,
+    format_table,
+    median,
+    resolve_device,
+    synchronizer,
+    time_interleaved,
+    write_json,
+)
 from shufflenet_pl.models import build_model
 
 __all__ = ["FORMULATIONS", "DepthwiseTaps", "PointwiseMatmul", "build_formulation", "main"]
@@ -120,6 +129,8 @@ def kernel_seconds_per_step(step: Callable[[], None], steps: int) -> float:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
+    check_minimums((("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32), ("--repeats", args.repeats, 1),
+                    ("--warmup", args.warmup, 0), ("--profile-steps", args.profile_steps, 0)))
     device = resolve_device(args.device)
     synchronize = synchronizer(device)
     if device.type == "cuda":

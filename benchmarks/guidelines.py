@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks._timing import (
+    check_minimums,
     environment,
     format_table,
     median,
@@ -428,11 +429,9 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        for flag, value, minimum in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 1),
-                                     ("--blocks", args.blocks, 1), ("--batch-size", args.batch_size or 1, 1), ("--threads", args.threads or 1, 1),
-                                     ("--min-sample-ms", args.min_sample_ms, 0)):
-            if value < minimum:
-                raise ValueError(f"{flag} must be >= {minimum}, got {value}")
+        check_minimums((("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 1),
+                        ("--blocks", args.blocks, 1), ("--batch-size", args.batch_size or 1, 1), ("--threads", args.threads or 1, 1),
+                        ("--min-sample-ms", args.min_sample_ms, 0)))
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     if args.threads is not None:

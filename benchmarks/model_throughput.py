@@ -35,6 +35,7 @@ import torchvision
 from torch import nn
 
 from benchmarks._timing import (
+    check_minimums,
     environment,
     format_table,
     median,
@@ -393,14 +394,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
         widths = [parse_width(w) for w in args.widths]
         settings = [parse_setting(s) for s in args.settings]
         device = resolve_device(args.device)
-        for flag, value, minimum in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 32),
-                                     ("--min-sample-ms", args.min_sample_ms, 0)):
-            if value < minimum:
-                raise ValueError(f"{flag} must be >= {minimum}, got {value}")
-        if args.batch_size is not None and args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        if args.threads is not None and args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        check_minimums((("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 32),
+                        ("--min-sample-ms", args.min_sample_ms, 0), ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1)))
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     if args.threads is not None:

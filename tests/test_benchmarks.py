@@ -234,3 +234,8 @@ def test_compile_formulations_script_runs_tiny_and_writes_json(tmp_path: Path) -
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--formulations", "fast"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "invalid choice: 'fast'" in bad.stderr
+
+
+def test_compile_formulations_refuses_numbers_below_their_minimum(capsys: pytest.CaptureFixture) -> None:
+    assert compile_formulations.main(["--repeats", "0", "--device", "cpu"]) == 2
+    assert "error: --repeats must be >= 1, got 0" in capsys.readouterr().err
