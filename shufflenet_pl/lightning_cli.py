@@ -9,7 +9,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import PredictionWriter
-from .cli import tools_epilog
+from .tools import tools_epilog
 from .module import ImageClassifier
 from .tracking.wandb_logger import RunConfigSaver, apply_cli_defaults, remove_wandb_loggers
 

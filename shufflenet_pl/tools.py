@@ -1,19 +1,40 @@
-"""Small command-line tools that are not training runs."""
+"""Command-line tools that are not training runs: their index (:data:`TOOLS`, listed under
+``shufflenet-pl --help``) and the small ones themselves."""
 
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
-import torch
+__all__ = ["TOOLS", "import_weights_main", "tools_epilog"]
 
-from .models import build_model, list_models, load_torchvision_weights
+# Tools besides the Lightning subcommands: name -> ("module:function", one-line help). Imported only
+# when used, so that ``shufflenet-pl fit`` does not pay for them.
+TOOLS: Dict[str, Tuple[str, str]] = {
+    "import-weights": ("shufflenet_pl.tools:import_weights_main", "check a torchvision shufflenet_v2_x*.pth and save it for --weights"),
+    "convert": ("shufflenet_pl.data.convert:convert_main", "write train.beton / val.beton (FFCV) from an ImageFolder tree"),
+    "analyze": ("shufflenet_pl.analysis.cli:analyze_main", "reuse: Fig. 4 feature-reuse matrices; model: Table 5 + params, FLOPs, memory, speed"),
+    "plot": ("shufflenet_pl.tracking.plot:plot_main", "draw a run's accuracy and throughput curves to PNG (W&B offline files or metrics.csv)"),
+    "dashboard": ("shufflenet_pl.tracking.dashboard:dashboard_main", "build (and with a W&B key, save) a workspace with accuracy and throughput side by side"),
+    "bench": ("benchmarks.model_throughput:main", "time our model against torchvision's per width and setting: table, JSON, speedup and speed-vs-FLOPs PNGs"),
+    "guidelines": ("benchmarks.guidelines:main", "the paper's Tables 1-4 (guidelines G1-G4) timed on this device: tables, JSON, PNG"),
+}
 
-__all__ = ["import_weights_main"]
+
+def tools_epilog() -> str:
+    lines = ["more tools (shufflenet-pl TOOL -h):"]
+    lines += [f"  {name:<16} {help_}" for name, (_, help_) in TOOLS.items()]
+    lines.append("example: shufflenet-pl fit --config configs/experiment/demo.yaml")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def import_weights_main(argv: Optional[List[str]] = None) -> None:
     """``shufflenet-pl import-weights``: check a torchvision state-dict file against our model and
     write it as a plain state dict that ``--weights`` (or ``torch.load(weights_only=True)``) reads."""
+    import torch
+
+    from .models import build_model, list_models, load_torchvision_weights
+
     parser = argparse.ArgumentParser(
         prog="shufflenet-pl import-weights",
         description="Load a torchvision shufflenet_v2_x*.pth strictly into our ShuffleNetV2 (weights_only=True) "

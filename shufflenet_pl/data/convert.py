@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import os
-import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from .common import default_num_workers, private_temporary_path
 
 __all__ = ["ConversionResult", "convert_imagefolder", "convert_split", "convert_main", "private_temporary_path", "scan_imagefolder"]
 
@@ -137,12 +138,6 @@ def _select(samples: List[Tuple[str, int]], limit: Optional[int], seed: int) -> 
         raise ValueError(f"limit must be >= 1, got {limit}")
     keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=limit, replace=False))
     return [samples[i] for i in keep]
-
-
-def private_temporary_path(path: Path) -> Path:
-    """A hidden sibling of ``path`` that no other process writes: named by host and process, since
-    ranks on several nodes (whose process ids can coincide) may prepare the same shared folder."""
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
 
 
 def convert_split(
@@ -270,7 +265,6 @@ def convert_imagefolder(root: "str | Path", out_dir: "str | Path", splits: Seque
 
 def convert_main(argv: Optional[List[str]] = None) -> None:
     """Command line of ``shufflenet-pl convert``."""
-    from .imagefolder import default_num_workers
 
     parser = argparse.ArgumentParser(
         prog="shufflenet-pl convert",

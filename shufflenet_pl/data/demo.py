@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from .convert import private_temporary_path
+from .common import private_temporary_path
 
 __all__ = ["DEMO_CLASSES", "make_demo_dataset", "draw_demo_image"]
 

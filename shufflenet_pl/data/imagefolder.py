@@ -17,59 +17,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
+from .common import (IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, normalize_on_device,
+                     per_device_batch_size)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
 
 __all__ = ["ImageFolderDataModule", "SeededAugmentation", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
-
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
-    """Split the global batch over the ranks, refusing a split that would change the recipe."""
-    if global_batch_size < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {global_batch_size}")
-    if global_batch_size % world_size:
-        raise ValueError(
-            f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "
-            f"use a multiple of {world_size}"
-        )
-    return global_batch_size // world_size
-
-
-def check_crop_args(train_res: int, val_res: int, val_crop_ratio: float, crop_scale: Sequence[float]) -> None:
-    """The crop arguments both datamodules share; a bad one raises ``ValueError`` naming its key."""
-    if not 0 < val_crop_ratio <= 1:
-        raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
-    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
-    for key, value in (("train_res", train_res), ("val_res", val_res)):
-        if value < 8:
-            raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
-
-
-def normalize_on_device(images: Tensor) -> Tensor:
-    """uint8 ``(N, 3, H, W)`` -> float normalised with ImageNet mean/std (on the images' device)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() - mean) / std
-
-
-def default_num_workers() -> int:
-    """Loader workers per process: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
-
 
 class SeededAugmentation(Dataset):
     """``dataset[index]`` with its random augmentation drawn from a seed of ``(seed, epoch, index)``.

@@ -1,0 +1,62 @@
+"""Small helpers that the converter, the demo data and both datamodules share (one home, no import
+circles): ImageNet normalisation constants, the global-batch split, crop-argument checks, worker counts
+and private temporary paths."""
+
+import os
+import socket
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_crop_args", "default_num_workers", "normalize_on_device",
+           "per_device_batch_size", "private_temporary_path"]
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
+    """Split the global batch over the ranks, refusing a split that would change the recipe."""
+    if global_batch_size < 1:
+        raise ValueError(f"data.batch_size must be >= 1, got {global_batch_size}")
+    if global_batch_size % world_size:
+        raise ValueError(
+            f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    return global_batch_size // world_size
+
+
+def check_crop_args(train_res: int, val_res: int, val_crop_ratio: float, crop_scale: Sequence[float]) -> None:
+    """The crop arguments both datamodules share; a bad one raises ``ValueError`` naming its key."""
+    if not 0 < val_crop_ratio <= 1:
+        raise ValueError(f"data.val_crop_ratio must be in (0, 1], got {val_crop_ratio}")
+    if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"data.crop_scale must be 0 < min <= max <= 1, got {crop_scale}")
+    for key, value in (("train_res", train_res), ("val_res", val_res)):
+        if value < 8:
+            raise ValueError(f"data.{key} must be >= 8 pixels, got {value}")
+
+
+def normalize_on_device(images: Tensor) -> Tensor:
+    """uint8 ``(N, 3, H, W)`` -> float normalised with ImageNet mean/std (on the images' device)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() - mean) / std
+
+
+def default_num_workers() -> int:
+    """Loader workers per process: the CPUs this process may use, at most 8."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
+
+
+def private_temporary_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` that no other process writes: named by host and process, since
+    ranks on several nodes (whose process ids can coincide) may prepare the same shared folder."""
+    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
