@@ -1,0 +1,365 @@
+"""Render the docs' and README's tables from the JSON results under ``benchmarks/results/``.
+
+Every figure in the user docs comes from a results file through this one script, so none is copied
+by hand and none goes stale. Each table is one entry of ``TABLES``: a name, the results file(s) it
+reads and a function that turns them into markdown. A page marks where a table goes with
+
+    <!-- generated: NAME -->
+    <!-- end generated -->
+
+and ``python -m benchmarks.render_docs`` rewrites what lies between the two markers (``--check``
+changes nothing and fails when a page is out of date; the tests run it). A table whose file does not
+exist yet renders as a one-line "not measured yet" with the command that produces it.
+
+To add a results file: write a render function (or reuse ``key_value_table``) and add one ``Table``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path("benchmarks/results")
+PAGES = ("README.md", "docs")  # files, or folders whose *.md files are rendered
+
+Results = Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    sources: Sequence[str]  # paths relative to the repository root; all must exist to render
+    render: Callable[..., str]  # called with the loaded JSON of each source, in order
+    how_to_measure: str  # the command that writes the missing file
+
+
+def load(path: str) -> Optional[Results]:
+    file = ROOT / path
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Optional[str] = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def source_line(data: Results, path: str) -> str:
+    env = data.get("environment", {})
+    parts = [f"Source: [`{path}`]({{link:{path}}})"]
+    if env:
+        parts.append(f"{env.get('device', '?')}, torch {env.get('torch', '?')}")
+        if env.get("command"):
+            parts.append(f"`{shown_command(env['command'])}`")
+    return "; ".join(parts) + "."
+
+
+def shown_command(command: str) -> str:
+    """The command a reader would type: without where that run put its files or its progress switch."""
+    command = re.sub(r"\s--out-dir\s+\S+", "", command)
+    return re.sub(r"\s--no-progress\b", "", command)
+
+
+def key_value_table(rows: Sequence[tuple]) -> Callable[[Results], str]:
+    """A two-column table from ``(label, key, kind)`` rows; kind is "rate", "ratio", "share" or "text".
+
+    Keys missing from the file are left out, so a file that grows needs no change here.
+    """
+
+    def render(data: Results) -> str:
+        out = []
+        for label, key, kind in rows:
+            if key not in data or data[key] is None:
+                continue
+            value = data[key]
+            text = {"rate": fmt_rate, "ratio": fmt_ratio, "share": lambda v: f"{100 * v:.0f} %"}.get(
+                kind, str)(value)
+            out.append((label, text))
+        return markdown_table(["", "value"], out) if out else "_The file holds none of the expected keys._"
+
+    return render
+
+
+# --------------------------------------------------------------------------- model throughput
+
+MODE_TITLES = {"train": "train step", "infer": "inference", "latency": "latency, batch 1"}
+
+
+def speedup_grid(data: Results, cells: bool = True) -> str:
+    """Width x (mode, setting): ours / torchvision images/s and the speedup (torchvision's time / ours)."""
+    results = data["results"]
+    columns: List[tuple] = []
+    for r in results:
+        if (r["mode"], r["setting"]) not in columns:
+            columns.append((r["mode"], r["setting"]))
+    widths = list(dict.fromkeys(r["width"] for r in results))
+    by_key = {(r["width"], r["mode"], r["setting"]): r for r in results}
+    header = ["width"] + [f"{MODE_TITLES.get(m, m)}, {s}" for m, s in columns]
+    rows = []
+    for width in widths:
+        row = [width]
+        for mode, setting in columns:
+            r = by_key.get((width, mode, setting))
+            if r is None:
+                row.append("")
+            elif cells and mode != "latency":
+                row.append(f"{fmt_rate(r['ours']['images_per_s'])} / "
+                           f"{fmt_rate(r['torchvision']['images_per_s'])}, {fmt_ratio(r['speedup'])}")
+            else:
+                row.append(fmt_ratio(r["speedup"]))
+        rows.append(row)
+    setup = f"batch {data['batch_size']} at {data['image_size']} px, median of {data['repeats']} alternating calls"
+    legend = ("Cells: ours / torchvision's images/s, speedup (torchvision's time / ours)" if cells
+              else "Cells: speedup (torchvision's time / ours)")
+    return f"{markdown_table(header, rows)}\n\n{legend}; {setup}."
+
+
+def compile_formulations(data: Results) -> str:
+    """One row per formulation: images/s of both from the median step, and the GPU's kernel time per step."""
+
+    def median(values: Sequence[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    rows = []
+    for r in data["results"]:
+        name = r["formulation"]
+        step = {who: median(r["seconds"][key]) for who, key in (("ours", name), ("tv", "torchvision"))}
+        kernels = r.get("kernel_s_per_step", {})
+        kernel_text = ""
+        if name in kernels and "torchvision" in kernels:
+            kernel_text = (f"{1e3 * kernels[name]:.1f} of {1e3 * step['ours']:.1f} ms / "
+                           f"{1e3 * kernels['torchvision']:.1f} of {1e3 * step['tv']:.1f} ms")
+        rows.append([f"`{name}`", fmt_rate(data["batch_size"] / step["ours"]),
+                     fmt_rate(data["batch_size"] / step["tv"]), fmt_ratio(r["speedup"]), kernel_text])
+    header = ["formulation", "ours img/s", "torchvision img/s", "speedup",
+              "GPU kernel time of the step, ours / torchvision"]
+    return (f"{markdown_table(header, rows, 'lrrrl')}\n\nWidth {data['width']}x, batch {data['batch_size']} at "
+            f"{data['image_size']} px, bf16 + channels_last + `torch.compile`, training steps; `ours` is the "
+            "model as shipped.")
+
+
+def guidelines(data: Results) -> str:
+    rows = [[f"Table {t['table']}", t["guideline"], t["claim"], "holds" if t["holds"] else "does not hold",
+             t["verdict"]] for t in data["tables"]]
+    return markdown_table(["table", "guideline", "claim", "here", "verdict"], rows, "lllll")
+
+
+# --------------------------------------------------------------------------- headline (README)
+
+def _speedup(data: Results, width: str, mode: str, setting: str) -> Optional[float]:
+    for r in data.get("results", []):
+        if (r["width"], r["mode"], r["setting"]) == (width, mode, setting):
+            return r["speedup"]
+    return None
+
+
+@dataclass(frozen=True)
+class Headline:
+    what: str
+    source: str
+    page: str
+    value: Callable[[Results], Optional[str]]
+
+
+def _ratio_or_none(value: Optional[float]) -> Optional[str]:
+    return fmt_ratio(value) if value is not None else None
+
+
+HEADLINES = [
+    Headline("Demo job (`launch.py`): validation top-1", "benchmarks/results/cpu-2core/demo_job.json",
+             "docs/training.md",
+             lambda d: f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epoch'] + 1} epochs"
+             if "val/acc1" in d.get("metrics", {}) else None),
+    Headline("Training step vs torchvision, 1.0x, channels_last, 2-core CPU",
+             "benchmarks/results/cpu-2core/model_throughput_train.json", "docs/speed.md",
+             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last"))),
+    Headline("Training step vs torchvision, 1.0x, channels_last, H200",
+             "benchmarks/results/h200/model_throughput.json", "docs/speed.md",
+             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last"))),
+    Headline("Inference vs torchvision, 2.0x, channels_last, H200",
+             "benchmarks/results/h200/model_throughput.json", "docs/speed.md",
+             lambda d: _ratio_or_none(_speedup(d, "2.0x", "infer", "channels_last"))),
+    Headline("Training step vs torchvision, 1.0x, `torch.compile` + bf16, H200",
+             "benchmarks/results/h200/model_throughput_compile.json", "docs/speed.md",
+             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "compile"))),
+    Headline("Data loading (FFCV) vs torchvision ImageFolder, 2-core CPU",
+             "benchmarks/results/cpu-2core/data_throughput.json", "docs/data.md",
+             lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
+             if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
+    Headline("`fit` vs a plain PyTorch loop, images/s, 2-core CPU",
+             "benchmarks/results/cpu-2core/train_throughput.json", "docs/speed.md",
+             lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
+             if d.get("fit_images_per_s") and d.get("reference_loop_images_per_s") else None),
+]
+
+
+def headline_table() -> str:
+    rows = []
+    for h in HEADLINES:
+        data = load(h.source)
+        value = h.value(data) if data is not None else None
+        where = f"[page]({{link:{h.page}}})"
+        if data is not None:
+            where += f" · [file]({{link:{h.source}}})"
+        rows.append([h.what, value or "not measured yet", where])
+    return markdown_table(["result", "value", "from"], rows, "lrl")
+
+
+# --------------------------------------------------------------------------- the table index
+
+CPU = "benchmarks/results/cpu-2core"
+H200 = "benchmarks/results/h200"
+
+TABLES = [
+    Table("headline", (), headline_table, ""),
+    Table("cpu-model-throughput", (f"{CPU}/model_throughput_train.json",), speedup_grid,
+          "shufflenet-pl bench --settings fp32 channels_last --modes train"),
+    Table("h200-model-throughput", (f"{H200}/model_throughput.json",), lambda d: speedup_grid(d, cells=False),
+          "shufflenet-pl bench --device cuda --batch-size 256 --settings fp32 channels_last bf16"),
+    Table("h200-model-throughput-compile", (f"{H200}/model_throughput_compile.json",), speedup_grid,
+          "shufflenet-pl bench --device cuda --batch-size 256 --widths 1.0 --settings compile"),
+    Table("h200-compile-formulations", (f"{H200}/compile_formulations.json",), compile_formulations,
+          "python benchmarks/compile_formulations.py --device cuda"),
+    Table("h200-guidelines", (f"{H200}/guidelines.json",), guidelines, "shufflenet-pl guidelines --device cuda"),
+    Table("cpu-data-throughput", (f"{CPU}/data_throughput.json",), key_value_table([
+        ("torchvision ImageFolder + DataLoader, images/s", "torchvision_images_per_s", "rate"),
+        ("FFCV loader as shipped by ffcv, images/s", "ffcv_images_per_s", "rate"),
+        ("our FFCV datamodule, images/s", "ours_images_per_s", "rate"),
+        ("JPEG decode alone (the ceiling), images/s", "decode_ceiling_images_per_s", "rate"),
+    ]), "python benchmarks/data_throughput.py"),
+    Table("cpu-train-throughput", (f"{CPU}/train_throughput.json",), key_value_table([
+        ("`shufflenet-pl fit`, images/s", "fit_images_per_s", "rate"),
+        ("model alone (no data loading), images/s", "model_only_images_per_s", "rate"),
+        ("a plain PyTorch training loop, images/s", "reference_loop_images_per_s", "rate"),
+        ("GPU busy share (CUDA only)", "gpu_busy_share", "share"),
+    ]), "python benchmarks/train_throughput.py"),
+    Table("demo-job", (f"{CPU}/demo_job.json",), key_value_table([
+        ("epochs", "epochs", "text"), ("optimizer steps", "global_step", "text"),
+        ("validation top-1", "val_acc1_percent", "text"), ("validation top-5", "val_acc5_percent", "text"),
+    ]), "python launch.py && python -m benchmarks.render_docs --record-demo jobs/<job folder>"),
+]
+
+
+def render_table(table: Table, page: Path) -> str:
+    datas = [load(s) for s in table.sources]
+    if any(d is None for d in datas):
+        missing = ", ".join(f"`{s}`" for s, d in zip(table.sources, datas) if d is None)
+        return f"_Not measured yet: {missing} does not exist. Run `{table.how_to_measure}` to write it._"
+    body = table.render(*datas)
+    if table.sources:
+        body += "\n\n" + source_line(datas[0], table.sources[0])
+    return re.sub(r"\{link:([^}]+)\}", lambda m: link(m.group(1), page), body)
+
+
+# --------------------------------------------------------------------------- pages
+
+MARKER = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def page_files() -> List[Path]:
+    files: List[Path] = []
+    for entry in PAGES:
+        path = ROOT / entry
+        if path.is_dir():
+            files += sorted(path.rglob("*.md"))
+        elif path.exists():
+            files.append(path)
+    return files
+
+
+def link(target: str, page: Path) -> str:
+    """A link from ``page`` to ``target`` (a path from the repository root) that works where it is read.
+
+    The README is read on the repository's page, so it links to paths in the tree. The docs are
+    read as the built site, which serves ``benchmarks/results/`` as ``results/`` (``docs/hooks.py``).
+    """
+    if page.relative_to(ROOT).parts[0] != "docs":
+        return target
+    if target.startswith("docs/"):
+        return target[len("docs/"):]
+    if target.startswith(str(RESULTS) + "/"):
+        return "results/" + target[len(str(RESULTS)) + 1:]
+    raise ValueError(f"no link from the docs site to {target}")
+
+
+def render_page(text: str, page: Path) -> str:
+    tables = {t.name: t for t in TABLES}
+
+    def replace(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in tables:
+            raise SystemExit(f"{page}: unknown generated table {name!r}; known: {', '.join(tables)}")
+        return f"{match.group(1)}{render_table(tables[name], page)}\n{match.group(4)}"
+
+    return MARKER.sub(replace, text)
+
+
+def record_demo(job_dir: Path, out: Path) -> None:
+    """Write the headline figures of a finished demo job (its ``result.json``) as a results file."""
+    result_file = job_dir / "result.json"
+    if not result_file.exists():
+        raise SystemExit(f"{result_file} not found: pass the folder of a finished job (launch.py prints it)")
+    result = json.loads(result_file.read_text())
+    metrics = result.get("metrics", {})
+    record = {
+        "epochs": result["epoch"] + 1 if result.get("epoch") is not None else None,
+        "epoch": result.get("epoch"),
+        "global_step": result.get("global_step"),
+        "world_size": result.get("world_size"),
+        "metrics": {k: v for k, v in metrics.items() if k.startswith("val/")},
+        "val_acc1_percent": f"{100 * metrics['val/acc1']:.1f} %" if "val/acc1" in metrics else None,
+        "val_acc5_percent": f"{100 * metrics['val/acc5']:.1f} %" if "val/acc5" in metrics else None,
+        "command": "python launch.py",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.render_docs",
+        description="Rewrite the generated tables in README.md and docs/*.md from benchmarks/results/*.json.")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 and name the pages whose tables are out of date")
+    parser.add_argument("--record-demo", type=Path, metavar="JOB_DIR",
+                        help="first write benchmarks/results/cpu-2core/demo_job.json from a finished demo job")
+    args = parser.parse_args(argv)
+    if args.record_demo:
+        record_demo(args.record_demo, ROOT / CPU / "demo_job.json")
+    stale = []
+    for page in page_files():
+        text = page.read_text()
+        new = render_page(text, page)
+        if new != text:
+            stale.append(page.relative_to(ROOT))
+            if not args.check:
+                page.write_text(new)
+    if args.check and stale:
+        print("out of date (run `python -m benchmarks.render_docs`): " + ", ".join(map(str, stale)), file=sys.stderr)
+        return 1
+    for page in stale:
+        print(f"rendered {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

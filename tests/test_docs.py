@@ -1,0 +1,71 @@
+"""The docs' tables are rendered from benchmarks/results/*.json and up to date."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import render_docs
+
+
+def test_generated_tables_are_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    assert render_docs.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_every_marker_names_a_known_table() -> None:
+    names = {t.name for t in render_docs.TABLES}
+    for page in render_docs.page_files():
+        for match in render_docs.MARKER.finditer(page.read_text()):
+            assert match.group("name") in names, f"{page}: {match.group('name')}"
+
+
+@pytest.fixture()
+def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(render_docs, "ROOT", tmp_path)
+    return tmp_path
+
+
+def write_page(root: Path, name: str) -> Path:
+    page = root / "docs" / "page.md"
+    page.write_text(f"# Page\n\n<!-- generated: {name} -->\nstale text\n<!-- end generated -->\n\nafter\n")
+    return page
+
+
+def test_stale_table_fails_check_and_is_rewritten(fake_root: Path) -> None:
+    page = write_page(fake_root, "cpu-train-throughput")
+    assert render_docs.main(["--check"]) == 1
+    assert "stale text" in page.read_text()  # --check changes nothing
+    assert render_docs.main([]) == 0
+    text = page.read_text()
+    assert "Not measured yet" in text and "train_throughput.json" in text and text.endswith("after\n")
+    assert render_docs.main(["--check"]) == 0
+
+
+def test_results_file_renders_its_figures(fake_root: Path) -> None:
+    results = fake_root / "benchmarks/results/cpu-2core"
+    results.mkdir(parents=True)
+    (results / "data_throughput.json").write_text(json.dumps(
+        {"torchvision_images_per_s": 171.4, "ours_images_per_s": 450.2, "decode_ceiling_images_per_s": 1570.0}))
+    page = write_page(fake_root, "cpu-data-throughput")
+    render_docs.main([])
+    text = page.read_text()
+    assert "| our FFCV datamodule, images/s | 450 |" in text
+    assert "(results/cpu-2core/data_throughput.json)" in text  # the docs site serves results/ (docs/hooks.py)
+    assert "FFCV loader as shipped" not in text  # a key the file lacks is left out
+
+    headline = write_page(fake_root, "headline")
+    render_docs.main([])
+    assert "| Data loading (FFCV) vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
+
+
+def test_record_demo_writes_the_headline_accuracy(fake_root: Path) -> None:
+    job = fake_root / "jobs/demo"
+    job.mkdir(parents=True)
+    (job / "result.json").write_text(json.dumps(
+        {"epoch": 7, "global_step": 744, "world_size": 1, "metrics": {"val/acc1": 0.9127, "train/loss": 0.3}}))
+    page = write_page(fake_root, "headline")
+    assert render_docs.main(["--record-demo", str(job)]) == 0
+    assert "| Demo job (`launch.py`): validation top-1 | 91.3 % after 8 epochs |" in page.read_text()
