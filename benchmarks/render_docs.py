@@ -186,7 +186,7 @@ def _ratio_or_none(value: Optional[float]) -> Optional[str]:
 HEADLINES = [
     Headline("Demo job (`launch.py`): validation top-1", "benchmarks/results/cpu-2core/demo_job.json",
              "docs/training.md",
-             lambda d: f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epoch'] + 1} epochs"
+             lambda d: f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epochs']} epochs"
              if "val/acc1" in d.get("metrics", {}) else None),
     Headline("Training step vs torchvision, 1.0x, channels_last, 2-core CPU",
              "benchmarks/results/cpu-2core/model_throughput_train.json", "docs/speed.md",
@@ -320,8 +320,7 @@ def record_demo(job_dir: Path, out: Path) -> None:
     result = json.loads(result_file.read_text())
     metrics = result.get("metrics", {})
     record = {
-        "epochs": result["epoch"] + 1 if result.get("epoch") is not None else None,
-        "epoch": result.get("epoch"),
+        "epochs": result.get("epoch"),  # the trainer's epoch counter at the end: epochs completed
         "global_step": result.get("global_step"),
         "world_size": result.get("world_size"),
         "metrics": {k: v for k, v in metrics.items() if k.startswith("val/")},

@@ -3,7 +3,7 @@
 Lightning."""
 
 import argparse
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -11,9 +11,18 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from .callbacks import PredictionWriter
 from .tools import tools_epilog
 from .module import ImageClassifier
+from .quiet import make_trainer_quiet, silence_third_party_noise
 from .tracking.wandb_logger import RunConfigSaver, apply_cli_defaults, remove_wandb_loggers
 
 __all__ = ["ShuffleNetCLI", "build_cli"]
+
+
+SUBCOMMAND_HELP = {
+    "fit": "train a model, validating after every epoch; --ckpt_path resumes from a checkpoint",
+    "validate": "evaluate a checkpoint (--ckpt_path) or weights (--weights) on the validation set",
+    "test": "evaluate once more on the held-out images (the validation set: ImageNet publishes no test labels)",
+    "predict": "write top-5 predictions for the validation images to predictions.csv",
+}
 
 
 class ShuffleNetCLI(LightningCLI):
@@ -49,6 +58,7 @@ class ShuffleNetCLI(LightningCLI):
             # Bad values in the config: a one-line message that names the key, not a traceback.
             self.parser.exit(2, f"error: {err}\n")
         apply_cli_defaults(self.trainer, self.subcommand)
+        make_trainer_quiet(self.trainer)
         weights = self._get(self.config, "weights")
         if weights:
             from .models.weights import load_torchvision_weights
@@ -57,6 +67,15 @@ class ShuffleNetCLI(LightningCLI):
             if self.model.ema_model is not None:
                 self.model.ema_model.module.load_state_dict(self.model.model.state_dict())
 
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # Lightning takes each subcommand's help from the first sentence of the Trainer method's
+        # docstring, which its line wrapping cuts mid-sentence ("never run on your"); say it whole.
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
+
     def before_predict(self) -> None:
         if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
@@ -64,6 +83,7 @@ class ShuffleNetCLI(LightningCLI):
 
 def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ShuffleNetCLI:
     """The Lightning CLI over ``args`` (``run=False`` only parses and instantiates)."""
+    silence_third_party_noise()
     return ShuffleNetCLI(
         ImageClassifier,
         LightningDataModule,

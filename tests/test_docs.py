@@ -65,7 +65,7 @@ def test_record_demo_writes_the_headline_accuracy(fake_root: Path) -> None:
     job = fake_root / "jobs/demo"
     job.mkdir(parents=True)
     (job / "result.json").write_text(json.dumps(
-        {"epoch": 7, "global_step": 744, "world_size": 1, "metrics": {"val/acc1": 0.9127, "train/loss": 0.3}}))
+        {"epoch": 8, "global_step": 744, "world_size": 1, "metrics": {"val/acc1": 0.9127, "train/loss": 0.3}}))
     page = write_page(fake_root, "headline")
     assert render_docs.main(["--record-demo", str(job)]) == 0
     assert "| Demo job (`launch.py`): validation top-1 | 91.3 % after 8 epochs |" in page.read_text()

@@ -1,0 +1,142 @@
+"""Quiet runs: a training run prints our lines and the progress, not third-party noise.
+
+- :func:`silence_third_party_noise` drops a few messages that say nothing to a user of this project:
+  Lightning's ``srun`` hint (jobs are started by ``launch.py``, which uses ``srun`` where it matters),
+  its LitLogger advertisement, and torch's ``LeafSpec`` deprecation raised inside Lightning's code.
+- :class:`ConciseModelSummary` is Lightning's model summary without the FLOPs column and total when
+  nothing was counted (Lightning counts FLOPs only with an ``example_input_array``; "0" misleads).
+- :class:`LogFriendlyProgressBar` is Lightning's tqdm bar on a terminal; when stdout is a file (a job's
+  log), it prints one plain line every ``log_every_percent`` % of an epoch and one per validation
+  instead of hundreds of carriage-return redraws.
+
+:func:`make_trainer_quiet` swaps Lightning's default summary and progress bar for these two; callbacks
+a config sets itself are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from typing import Any, Dict, Optional
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+__all__ = ["ConciseModelSummary", "LogFriendlyProgressBar", "make_trainer_quiet", "silence_third_party_noise"]
+
+log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
+
+NOISE_WARNINGS = (
+    r"The `srun` command is available on your system but is not used",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+NOISE_LOG_PREFIXES = ("💡 Tip: For seamless cloud logging",)
+
+
+class _DropMessages(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE_LOG_PREFIXES)
+
+
+def silence_third_party_noise() -> None:
+    """Install the warning and logging filters (idempotent)."""
+    for message in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages())
+
+
+class ConciseModelSummary(ModelSummary):
+    """Lightning's summary, without FLOPs when none were counted."""
+
+    @staticmethod
+    def summarize(summary_data: list, total_parameters: int, trainable_parameters: int, model_size: float,
+                  total_training_modes: Dict[str, int], total_flops: int = 0, **summarize_kwargs: Any) -> None:
+        if total_flops:
+            ModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
+                                   total_training_modes, total_flops, **summarize_kwargs)
+            return
+        columns = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes, 0,
+                                      *columns)
+        log.info("\n" + table.rsplit("\n", 1)[0])  # the last line is "0 Total Flops"
+
+
+class LogFriendlyProgressBar(TQDMProgressBar):
+    """tqdm on a terminal; on a file, a plain line every ``log_every_percent`` % of each epoch."""
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False,
+                 log_every_percent: int = 10, interactive: Optional[bool] = None) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        if not 0 < log_every_percent <= 100:
+            raise ValueError(f"log_every_percent must be in (0, 100], got {log_every_percent}")
+        self.log_every_percent = log_every_percent
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self._epoch_started = time.monotonic()
+
+    # Bars are created silent on a file: tqdm would draw them at creation already.
+    def _silent(self) -> Tqdm:
+        return Tqdm(disable=True, file=sys.stdout)
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return super().init_sanity_tqdm() if self.interactive else self._silent()
+
+    def init_train_tqdm(self) -> Tqdm:
+        return super().init_train_tqdm() if self.interactive else self._silent()
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return super().init_validation_tqdm() if self.interactive else self._silent()
+
+    def init_test_tqdm(self) -> Tqdm:
+        return super().init_test_tqdm() if self.interactive else self._silent()
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return super().init_predict_tqdm() if self.interactive else self._silent()
+
+    def _line(self, text: str, metrics: Dict[str, Any]) -> None:
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in metrics.items() if k != "v_num")
+        print(f"{text} {shown}".rstrip(), file=sys.stdout, flush=True)
+
+    def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        total = self.total_train_batches
+        if self.interactive or self.is_disabled or not math.isfinite(total):
+            return
+        n, total = batch_idx + 1, int(total)
+        every = max(1, math.ceil(total * self.log_every_percent / 100))
+        if n % every == 0 or n == total:
+            elapsed = time.monotonic() - self._epoch_started
+            self._line(f"Epoch {trainer.current_epoch}: {100 * n // total:3d}% {n}/{total} [{elapsed:.0f} s]",
+                       self.get_metrics(trainer, pl_module))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self.interactive or self.is_disabled or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = {k: v for k, v in self.get_metrics(trainer, pl_module).items() if k.startswith("val/")}
+        self._line(f"Epoch {trainer.current_epoch}: validation", metrics)
+
+
+def make_trainer_quiet(trainer: Trainer) -> None:
+    """Swap Lightning's default model summary and progress bar (exactly those classes) for the quiet ones."""
+    for index, callback in enumerate(trainer.callbacks):
+        if type(callback) is ModelSummary:
+            trainer.callbacks[index] = ConciseModelSummary(max_depth=callback._max_depth)
+        elif type(callback) is TQDMProgressBar:
+            trainer.callbacks[index] = LogFriendlyProgressBar(refresh_rate=callback.refresh_rate,
+                                                              process_position=callback.process_position,
+                                                              leave=callback._leave)
