@@ -116,6 +116,7 @@ class TrainingJob:
         complete checkpoint. True if requeued."""
         if self.executor != "slurm" or not _is_lost_peer(err):
             return False
+        _close_wandb_run()  # write this rank's W&B rows now: a requeue sends SIGTERM to W&B's service too
         job_id = env.job_id
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         folder = Path(self.folder)
