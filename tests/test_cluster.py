@@ -424,3 +424,20 @@ def test_timed_checkpoint_saves_mid_epoch_and_resumes_exactly(tmp_path: Path, on
     assert saved["global_step"] == 5 and saved["lr_schedulers"][0]["last_epoch"] == 5
     resumed, _ = _tiny_fit(tmp_path / "c", [], ckpt_path=str(tmp_path / "step5.ckpt"))
     assert resumed.global_step == 8 and resumed.lr_scheduler_configs[0].scheduler.last_epoch == 8
+
+
+def test_loader_workers_outlive_a_sigterm(demo_root: Path) -> None:
+    """SLURM sends SIGTERM to every process of a job: the loader's worker processes keep serving the
+    batches the main process needs until it has saved its checkpoint."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+
+    from shufflenet_pl.data.common import ignore_sigterm
+
+    loader = DataLoader(datasets.ImageFolder(str(demo_root / "train"), transform=lambda image: 0), batch_size=4,
+                        num_workers=1, worker_init_fn=ignore_sigterm)
+    batches = iter(loader)
+    next(batches)
+    (worker,) = [w.pid for w in batches._workers]
+    os.kill(worker, signal.SIGTERM)
+    assert sum(1 for _ in batches) == len(loader) - 1  # no "worker killed by signal: Terminated"
