@@ -544,7 +544,7 @@ def launch(argv: Sequence[str]) -> int:
         resources = choose_cpus_per_task(resources, partition_info.get("cpus_per_node"))
     kind = "CPU process(es)" if resources.cpu else "GPU(s)"
     _say(f"{executor}: {resources.nodes} node(s) x {resources.gpus} {kind} = world size {resources.processes}"
-         + (f", partition {resources.partition}, {time_min} min" if executor == "slurm" else "")
+         + (f", partition {resources.partition or '(the default)'}, {time_min} min" if executor == "slurm" else "")
          + (f", {len(elements)} jobs" if len(elements) > 1 else ""))
 
     if args.dry_run:
@@ -635,8 +635,27 @@ def resume(args: argparse.Namespace) -> int:
     why_not = slurm_available()
     if why_not:
         raise LaunchError(f"--resume {args.resume}: the job ran on SLURM, which is not reachable: {why_not}")
+    state = _slurm_state(str(record.get("job_id") or ""))
+    if state in _ACTIVE_STATES:
+        raise LaunchError(f"--resume {args.resume}: its job {record['job_id']} is still {state}; it continues by "
+                          f"itself (scancel {record['job_id']} first to restart it)")
     time_min = resources.time_minutes or check_partition(resources).get("time_limit_min") or FALLBACK_TIME_MIN
     return _submit_slurm(args, resources, folder, [(folder, job)], time_min)
+
+
+#: A job in these states still runs or will: resuming it would start a second copy.
+_ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD"}
+
+
+def _slurm_state(job_id: str) -> str:
+    """A job's state as squeue tells it; "" when squeue no longer knows the job."""
+    if not job_id:
+        return ""
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip().split("\n")[0].strip() if result.returncode == 0 else ""
 
 
 def _record_job_id(folder: Path, job_id: str, array_index: Optional[int]) -> None:
