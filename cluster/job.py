@@ -47,12 +47,14 @@ class TrainingJob:
         folder: the job folder (``config.yaml``, ``launch.json``, ``checkpoints/``, ``wandb/``...).
         wandb_run_id: the job's W&B run id; the same for every restart of the job.
         executor: ``slurm`` or ``local``, as submitted.
+        max_failures: times a SLURM job requeues itself when a rank died (a lost peer); 0: never.
     """
 
-    def __init__(self, folder: str, wandb_run_id: str, executor: str) -> None:
+    def __init__(self, folder: str, wandb_run_id: str, executor: str, max_failures: int = 3) -> None:
         self.folder = folder
         self.wandb_run_id = wandb_run_id
         self.executor = executor
+        self.max_failures = max_failures
 
     @property
     def checkpoint_path(self) -> Path:
@@ -93,12 +95,54 @@ class TrainingJob:
             raise RuntimeError(f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above "
                                f"in this log") from None
         except Preempted as stop:
-            print(f"[shufflenet-pl] rank {env.global_rank}: stopped at global step {stop.global_step} "
-                  f"for requeue", file=sys.stderr, flush=True)
             _close_wandb_run()
-            PREEMPTION.hand_over()  # rank 0: submitit calls checkpoint(), requeues and exits
-            sys.exit(0)  # other ranks: leave; SLURM (or the local controller) restarts all of them
+            if PREEMPTION.requeue_requested:
+                print(f"[shufflenet-pl] rank {env.global_rank}: stopped at global step {stop.global_step} "
+                      f"for requeue", file=sys.stderr, flush=True)
+                PREEMPTION.hand_over()  # rank 0: submitit calls checkpoint(), requeues and exits
+                sys.exit(0)  # other ranks: leave; SLURM (or the local controller) restarts all of them
+            # SIGTERM alone (scancel; preemption without a user signal, which SLURM requeues itself).
+            raise RuntimeError(f"stopped by SIGTERM at global step {stop.global_step} with {stop.checkpoint} saved; "
+                               f"continue with: python launch.py --resume {self.folder}") from None
+        except Exception as err:
+            if self._requeue_after_lost_peer(env, err):
+                sys.exit(1)  # no error result: the requeued job writes this rank's result
+            raise
         return self._result(cli.trainer, env.global_rank)
+
+    def _requeue_after_lost_peer(self, env: Any, err: BaseException) -> bool:
+        """A rank died (node failure, kill -9, out of memory): the survivors see their collective fail.
+        One of them requeues the SLURM job, at most ``max_failures`` times; it resumes from the newest
+        complete checkpoint. True if requeued."""
+        if self.executor != "slurm" or not _is_lost_peer(err):
+            return False
+        _close_wandb_run()  # write this rank's W&B rows now: a requeue sends SIGTERM to W&B's service too
+        job_id = env.job_id
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+        folder = Path(self.folder)
+        try:  # one requeue per failure, whichever survivor gets here first
+            (folder / f".requeue-{job_id}-{restart}").open("x").close()
+        except FileExistsError:
+            return True
+        record = read_json(folder / "launch.json")
+        failures: List[Dict[str, Any]] = record.setdefault("failures", [])
+        if len(failures) >= self.max_failures:
+            print(f"[shufflenet-pl] rank {env.global_rank}: a peer was lost and the job already failed "
+                  f"{len(failures)} time(s) (--max-failures {self.max_failures}): not requeued", file=sys.stderr, flush=True)
+            return False
+        failures.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job_id": job_id, "restart": int(restart),
+                         "seen_by_rank": env.global_rank, "error": f"{type(err).__name__}: {err}".splitlines()[0][:300]})
+        write_json_atomic(folder / "launch.json", record)
+        print(f"[shufflenet-pl] rank {env.global_rank}: a peer was lost ({type(err).__name__}); requeueing job {job_id} "
+              f"(failure {len(failures)} of at most {self.max_failures}); it resumes from the newest checkpoint",
+              file=sys.stderr, flush=True)
+        import subprocess
+
+        result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            print(f"[shufflenet-pl] scontrol requeue {job_id} failed: {result.stderr.strip()}", file=sys.stderr, flush=True)
+            return False
+        return True
 
     def _resume_checkpoint(self) -> Optional[Path]:
         """``last.ckpt``; if a kill cut it short, the newest complete checkpoint of the folder."""
@@ -117,7 +161,8 @@ class TrainingJob:
         """Called by submitit at preemption/timeout: the same job, which resumes from ``last.ckpt``."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainingJob(self.folder, self.wandb_run_id, self.executor))
+        return submitit.helpers.DelayedSubmission(
+            TrainingJob(self.folder, self.wandb_run_id, self.executor, self.max_failures))
 
     def _export_environment(self, env: Any) -> None:
         """Environment shared by all ranks: the W&B run and job folder contract, and (local executor)
@@ -169,6 +214,20 @@ class TrainingJob:
         if global_rank == 0:
             write_json_atomic(Path(self.folder) / "result.json", result)
         return result
+
+
+#: What gloo/NCCL/the TCP store say when the process at the other end is gone.
+_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "connection closed",
+              "NCCL communicator was aborted", "Socket Timeout", "recvValue failed", "Connection refused")
+
+
+def _is_lost_peer(err: BaseException) -> bool:
+    import torch.distributed as dist
+
+    if isinstance(err, getattr(dist, "DistNetworkError", ())) or isinstance(err, getattr(dist, "DistBackendError", ())):
+        return True
+    text = f"{err}"
+    return isinstance(err, (RuntimeError, ConnectionError)) and any(s.lower() in text.lower() for s in _LOST_PEER)
 
 
 def _close_wandb_run() -> None:

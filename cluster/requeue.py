@@ -8,10 +8,11 @@ handler, in the middle of a step, while the other ranks keep training. A checkpo
 would be torn, and one written by rank 0 alone would deadlock DDP. So the job defers the signal:
 
 1. :meth:`PreemptionSignal.install` (the first thing a job does) swaps submitit's handler for one
-   that only records the signal. SIGTERM stays with submitit's handler, which ignores it: SLURM's
-   SIGTERM at preemption must not stop training before the checkpoint (Lightning would stop at the
-   next step without one), and Lightning's own SLURM requeue (``auto_requeue``, on SIGUSR1) is off
-   (the launcher sets ``SLURMEnvironment(auto_requeue=False)``): submitit is the only owner.
+   that only records the signal, and does the same for SIGTERM (``scancel``, preemption without a
+   user signal): Lightning's SIGTERM handler would stop at the next step without a checkpoint.
+   SIGTERM alone saves and stops without requeue (SLURM requeues a preempted job itself; a cancel
+   must end). Lightning's own SLURM requeue (``auto_requeue``, on SIGUSR1) is off (the launcher sets
+   ``SLURMEnvironment(auto_requeue=False)``): submitit is the only owner.
 2. :class:`PreemptionCheckpoint`, a callback, asks all ranks at every training batch end whether one
    of them got the signal (one all-reduce of a flag). When one did, all ranks save ``last.ckpt``
    together at that batch boundary (written to a temporary file, then renamed), with the optimizer,
@@ -29,7 +30,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
+
+from shufflenet_pl.callbacks import checkpoint_dir, save_last_checkpoint
 
 __all__ = ["PREEMPTION", "Preempted", "PreemptionCheckpoint", "PreemptionSignal"]
 
@@ -51,7 +54,10 @@ class PreemptionSignal:
     def __init__(self) -> None:
         self.signum: Optional[int] = None
         self.received = False
+        #: submitit's signal came (time limit, preemption with a user signal): requeue after the save.
+        self.requeue_requested = False
         self._submitit_handler: _Handler = None
+        self._sigterm_handler: _Handler = None
 
     @property
     def installed(self) -> bool:
@@ -64,16 +70,21 @@ class PreemptionSignal:
         if signum is None:
             signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         self.signum = int(signum)
-        self.received = False
+        self.received = self.requeue_requested = False
         self._submitit_handler = signal.getsignal(self.signum)
         signal.signal(self.signum, self._record)
+        # SIGTERM (scancel, preemption without a user signal; KillWait, 30 s by default, before SIGKILL):
+        # save at the next batch end too, then stop without requeue.
+        self._sigterm_handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._record)
 
     def uninstall(self) -> None:
-        """Give the signal back to the handler that ``install`` replaced."""
+        """Give the signals back to the handlers that ``install`` replaced."""
         if self.signum is not None:
             signal.signal(self.signum, self._submitit_handler if self._submitit_handler is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, self._sigterm_handler if self._sigterm_handler is not None else signal.SIG_DFL)
         self.signum = None
-        self.received = False
+        self.received = self.requeue_requested = False
 
     def _record(self, signum: int, frame: Optional[types.FrameType]) -> None:
         if not self.received:
@@ -81,6 +92,8 @@ class PreemptionSignal:
             print(f"[shufflenet-pl] got signal {signal.Signals(signum).name}: saving last.ckpt at the next batch end",
                   file=sys.stderr, flush=True)
         self.received = True
+        if signum == self.signum:
+            self.requeue_requested = True
 
     def hand_over(self) -> None:
         """Give the recorded signal to submitit's handler: on global rank 0 it calls the job's
@@ -112,12 +125,7 @@ class PreemptionCheckpoint(Callback):
         self._sigterm_before_lightning: _Handler = None
 
     def _checkpoint_dir(self, trainer: L.Trainer) -> Path:
-        if self.dirpath:
-            return Path(self.dirpath)
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
-                return Path(callback.dirpath)
-        return Path(trainer.default_root_dir) / "checkpoints"
+        return checkpoint_dir(trainer, self.dirpath)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Before Lightning registers its SIGTERM handler (right before the run starts).
@@ -150,24 +158,10 @@ class PreemptionCheckpoint(Callback):
         self.saved = self._save(trainer)
 
     def _save(self, trainer: L.Trainer) -> Path:
-        directory = self._checkpoint_dir(trainer)
-        final = directory / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
-        # The saved ModelCheckpoint state must call this file "last", or after the restart it would
-        # write last-v1.ckpt next to it instead of replacing it.
-        for callback in trainer.checkpoint_callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.save_last and self._same_dir(callback.dirpath, directory):
-                callback.last_model_path = str(final)
-        partial = directory / (final.name + ".tmp")
-        trainer.save_checkpoint(partial)  # collective: every rank calls it, rank 0 writes
+        final = save_last_checkpoint(trainer, self._checkpoint_dir(trainer))
         if trainer.is_global_zero:
-            os.replace(partial, final)  # a kill mid-write never leaves a torn last.ckpt
             print(f"[shufflenet-pl] saved {final} at global step {trainer.global_step}", file=sys.stderr, flush=True)
-        trainer.strategy.barrier("preemption-checkpoint")
         return final
-
-    @staticmethod
-    def _same_dir(dirpath: Optional[str], directory: Path) -> bool:
-        return dirpath is not None and Path(dirpath).resolve() == directory.resolve()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         # Stop after the saved step's metrics were logged and any epoch-end work ran, before the next step.

@@ -64,6 +64,7 @@ class Resources:
         job_name: SLURM job name; also names the job folder.
         signal_delay: seconds before the time limit at which the checkpoint signal comes.
         max_timeouts: requeues allowed after reaching the time limit (preemptions are not counted).
+        max_failures: automatic requeues after a rank died (node failure, killed process, lost peer).
         setup: shell lines run in the sbatch script before the job (``module load ...``).
         array_parallelism: sweep elements allowed to run at once.
     """
@@ -85,6 +86,7 @@ class Resources:
     job_name: str = "shufflenet-pl"
     signal_delay: int = 120
     max_timeouts: int = 3
+    max_failures: int = 3
     setup: List[str] = field(default_factory=list)
     array_parallelism: int = 256
 
@@ -106,8 +108,8 @@ class Resources:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.cpus_per_task is not None and self.cpus_per_task < 1:
             raise ValueError(f"--cpus-per-task must be >= 1, got {self.cpus_per_task}")
-        if self.signal_delay < 0 or self.max_timeouts < 0:
-            raise ValueError("--signal-delay and --max-timeouts must be >= 0")
+        if self.signal_delay < 0 or self.max_timeouts < 0 or self.max_failures < 0:
+            raise ValueError("--signal-delay, --max-timeouts and --max-failures must be >= 0")
         if self.time is not None:
             parse_time(self.time)
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.job_name):
@@ -227,7 +229,8 @@ def _gpus_of(gres: str, gpu_type: Optional[str]) -> int:
 def check_partition(resources: Resources, timeout_s: float = 15) -> Dict[str, Any]:
     """Check that the partition can give ``resources``; raise ``ValueError`` saying what it can give.
 
-    Returns the partition's name and time limit in minutes (``None``: no limit).
+    Returns the partition's name, time limit in minutes (``None``: no limit) and the CPUs of its
+    smallest node that fits.
     """
     result = subprocess.run(
         ["sinfo", "-h", "-N", "-o", "%P|%N|%c|%G|%l"], capture_output=True, text=True, timeout=timeout_s
@@ -270,4 +273,6 @@ def check_partition(resources: Resources, timeout_s: float = 15) -> Dict[str, An
                 f"--gpus {resources.gpus}: partition {name!r} has {len(fitting)} node(s) with {resources.gpus}"
                 f"{kind} GPUs or more (need {resources.nodes}; nodes have at most {most}); {hint}"
             )
-    return {"partition": name, "time_limit_min": limits.get(name)}
+    # The smallest node the job may land on: what --cpus-per-task can be derived from.
+    cpus_per_node = min(n["cpus"] for n in fitting) if fitting else None
+    return {"partition": name, "time_limit_min": limits.get(name), "cpus_per_node": cpus_per_node}

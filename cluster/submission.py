@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import string
 import subprocess
 import sys
@@ -38,6 +39,8 @@ __all__ = ["LaunchError", "main", "parse_sweeps", "resolve_config"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "experiment" / "demo.yaml"
+#: Minutes between the periodic last.ckpt of a job whose trainer config sets no TimedCheckpoint.
+DEFAULT_CHECKPOINT_MINUTES = 10.0
 #: Time limit when neither --time nor the partition gives one.
 FALLBACK_TIME_MIN = 24 * 60
 _TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
             "      --data.init_args.root /datasets/imagenet\n"
             "  python launch.py ... --sweep config=configs/model/x0_5.yaml,configs/model/x1_0.yaml   # job array\n"
             "  python launch.py ... --dry-run                     # print the sbatch script, submit nothing\n"
+            "  python launch.py --resume jobs/shufflenet-pl-20260101-120000   # continue a cancelled/failed job\n"
             f"presets (cluster/*.yaml): {', '.join(list_presets()) or 'none'}\n"
         ),
     )
@@ -102,12 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--signal-delay", type=int, dest="signal_delay", metavar="SECONDS",
                        help="seconds before the time limit for the checkpoint signal (default 120)")
     slurm.add_argument("--max-timeouts", type=int, help="requeues after reaching the time limit (default 3)")
+    slurm.add_argument("--max-failures", type=int,
+                       help="automatic requeues when a rank dies (node failure, killed process; default 3)")
     slurm.add_argument("--setup", action="append", help="shell line run before the job in the sbatch script (repeat)")
     slurm.add_argument("--array-parallelism", type=int, help="sweep elements running at once (default 256)")
     job = parser.add_argument_group("job")
     job.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                      help="one job per value (a SLURM job array); repeat for a grid; KEY 'config' adds --config files")
     job.add_argument("--jobs-dir", default="jobs", help="where job folders go (default jobs/)")
+    job.add_argument("--resume", metavar="JOB_FOLDER",
+                     help="continue a stopped or failed job in its folder: same config, W&B run and step count, "
+                          "from its newest complete checkpoint")
     job.add_argument("--dry-run", action="store_true", help="print the sbatch script (or the local plan) and exit")
     wait = job.add_mutually_exclusive_group()
     wait.add_argument("--wait", action="store_true", default=None,
@@ -180,11 +189,23 @@ def _check_configs(training_args: List[str]) -> List[str]:
         if not Path(path).is_file():
             nearby = sorted(str(p) for p in Path("configs").glob("*/*.yaml"))[:12] if Path("configs").is_dir() else []
             raise LaunchError(f"--config {path}: no such file" + (f" (configs here: {', '.join(nearby)} ...)" if nearby else ""))
+        _check_yaml(Path(path))
     if given:
         return training_args
     shown = os.path.relpath(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_relative_to(Path.cwd()) else DEFAULT_CONFIG
     _say(f"no --config given: running the built-in demo ({shown})")
     return ["--config", str(DEFAULT_CONFIG), *training_args]
+
+
+def _check_yaml(path: Path) -> None:
+    """A config that is not YAML, named by its file and line (jsonargparse would say ``<unicode string>``)."""
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise LaunchError(f"--config {where}: not valid YAML ({problem})") from None
 
 
 # --- the resolved config -----------------------------------------------------------------------
@@ -222,7 +243,8 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     """Put the job's resources and folder into the resolved config.
 
     The Trainer's size comes from the resources; checkpoints go to ``<folder>/checkpoints`` with a
-    ``last.ckpt`` (saved also at preemption by ``PreemptionCheckpoint``); loggers write under the
+    ``last.ckpt`` (saved also at preemption by ``PreemptionCheckpoint`` and every few minutes by
+    ``TimedCheckpoint``); loggers write under the
     folder; a ``seed_everything: true`` becomes a fixed seed so that every rank and every restart
     draws the same one.
     """
@@ -243,6 +265,13 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     if not has_model_checkpoint and trainer.get("enable_checkpointing") is not False:
         callbacks.append({"class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
                           "init_args": {"dirpath": checkpoints, "save_last": True, "enable_version_counter": False}})
+    timed = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("TimedCheckpoint")]
+    for callback in timed:
+        callback.setdefault("init_args", {})["dirpath"] = checkpoints
+    if not timed and trainer.get("enable_checkpointing") is not False:
+        # A lost node or a crash redoes at most this much (set TimedCheckpoint in the trainer config to change).
+        callbacks.append({"class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
+                          "init_args": {"every_minutes": DEFAULT_CHECKPOINT_MINUTES, "dirpath": checkpoints}})
     callbacks.append({"class_path": "cluster.requeue.PreemptionCheckpoint", "init_args": {"dirpath": checkpoints}})
     trainer["callbacks"] = callbacks
     for logger in _as_list(trainer.get("logger")):
@@ -263,11 +292,17 @@ def write_config(config: Dict[str, Any], path: Path) -> None:
 # --- executors ---------------------------------------------------------------------------------
 
 
-def choose_executor(cluster: str, dry_run: bool = False) -> Tuple[str, bool]:
-    """``(executor, reachable)``: ``slurm`` or ``local``, and whether SLURM answered."""
+def choose_executor(cluster: str, dry_run: bool = False, nodes: int = 1) -> Tuple[str, bool]:
+    """``(executor, reachable)``: ``slurm`` or ``local``, and whether SLURM answered. A dry run of
+    several nodes means SLURM; it asks the controller briefly and prints the script either way."""
     if cluster == "local":
         return "local", False
-    why_not = slurm_available()
+    if dry_run and nodes > 1:
+        cluster = "slurm"
+    if dry_run and cluster == "slurm" and shutil.which("sbatch") is None:
+        _say("sbatch is not on the PATH: printing the script without checking the partition")
+        return "slurm", False
+    why_not = slurm_available(timeout_s=5 if dry_run else 15)
     if cluster == "slurm":
         if why_not and dry_run:
             _say(f"SLURM is not reachable ({why_not}): printing the script without checking the partition")
@@ -301,10 +336,13 @@ def _check_local(resources: Resources) -> Resources:
     return resources
 
 
-def _slurm_executor(folder: Path, resources: Resources, time_min: int) -> Any:
+def _slurm_executor(folder: Path, resources: Resources, time_min: int, script_only: bool = False) -> Any:
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=resources.max_timeouts)
+    kind = submitit.SlurmExecutor
+    if script_only:  # a dry run prints the script where SLURM is not installed (submitit insists on srun)
+        kind = type("ScriptOnlySlurmExecutor", (submitit.SlurmExecutor,), {"affinity": classmethod(lambda cls: 1)})
+    executor = kind(folder=folder, max_num_timeout=resources.max_timeouts)
     executor.update_parameters(**resources.slurm_parameters(time_min))
     return executor
 
@@ -378,30 +416,56 @@ def wait_for(job: Any, executor: str, follow: bool, poll_s: float = 2.0) -> None
     _raise_if_failed(job)
 
 
+#: srun's account of a task that ended badly, in the batch log: "srun: error: node2: task 1: Killed".
+_SRUN_TASK_ERROR = re.compile(r"srun: error: (?P<host>\S+): tasks? (?P<ranks>[\d,-]+): (?P<how>.+)")
+
+
+def _srun_task_errors(job: Any) -> Dict[int, str]:
+    """``{rank: "killed by SIGKILL on node2"}`` from srun's lines in the job's batch log (SLURM only)."""
+    errors: Dict[int, str] = {}
+    log = job.paths.stderr
+    if not log.exists():
+        return errors
+    for line in log.read_text(errors="replace").splitlines():
+        match = _SRUN_TASK_ERROR.search(line)
+        if not match:
+            continue
+        how = match["how"].strip()
+        how = {"Killed": "killed by SIGKILL", "Terminated": "killed by SIGTERM"}.get(how, how[0].lower() + how[1:])
+        for part in match["ranks"].split(","):
+            first, _, last = part.partition("-")
+            for rank in range(int(first), int(last or first) + 1):
+                errors.setdefault(rank, f"{how} on {match['host']}")
+    return errors
+
+
 def _raise_if_failed(job: Any) -> None:
     from submitit.core.utils import pickle_load
 
-    failed: List[Tuple[float, int, str]] = []
+    srun_errors = _srun_task_errors(job) if hasattr(job, "paths") else {}
+    failed: List[Tuple[int, float, int, str]] = []
     for rank in range(job.num_tasks):
         task = job.task(rank)
         path = task.paths.result_pickle
         if not path.exists():
-            failed.append((float("inf"), rank, "no result (killed, or crashed outside Python)"))
+            # Died without a word from Python (a signal, the OOM killer, a lost node): the likely cause.
+            failed.append((0, 0.0, rank, srun_errors.get(rank, "no result (killed, or crashed outside Python)")))
             continue
         outcome, payload = pickle_load(path)
         if outcome == "error":
-            failed.append((path.stat().st_mtime, rank, str(payload).strip().splitlines()[-1]))
+            reason = str(payload).strip().splitlines()[-1]
+            failed.append((1, path.stat().st_mtime, rank, reason + (f" ({srun_errors[rank]})" if rank in srun_errors else "")))
     if not failed:
         return
     failed.sort()
-    _, rank, reason = failed[0]  # the first to fail is the likely cause; the others often wait on it
+    _, _, rank, reason = failed[0]  # a killed rank first, then the first to fail; the others often wait on it
     task = job.task(rank)
     log = task.paths.stderr if task.paths.stderr.exists() else task.paths.stdout
     tail = log.read_text(errors="replace").splitlines()[-40:] if log.exists() else ["(no log)"]
     raise LaunchError(
         f"job {job.job_id} failed; rank {rank}: {reason}\n"
         f"--- last lines of {log} ---\n" + "\n".join(tail) + "\n---\n"
-        f"failing ranks: {', '.join(str(r) for _, r, _ in failed)}; all logs: {log.parent}"
+        f"failing ranks: {', '.join(str(r) for _, _, r, _ in failed)}; all logs: {log.parent}"
     )
 
 
@@ -457,9 +521,17 @@ def _validate_config_file(path: Path) -> None:
 
 def launch(argv: Sequence[str]) -> int:
     args, resources, training_args = parse_args(argv)
+    if args.resume:
+        if training_args or args.sweep:
+            raise LaunchError(f"--resume runs the job's own config.yaml; remove {' '.join(training_args or ['--sweep'])}")
+        return resume(args)
     training_args = _check_configs(training_args)
     elements = parse_sweeps(args.sweep)
-    executor, reachable = choose_executor(args.cluster, dry_run=args.dry_run)
+    # Every element's config parses (and its batch fits the processes) before anything is made or asked.
+    configs = [(choices, resolve_config([*training_args, *_sweep_args(choices)])) for choices in elements]
+    for _, config in configs:
+        check_batch(config, resources)
+    executor, reachable = choose_executor(args.cluster, dry_run=args.dry_run, nodes=resources.nodes)
     time_min = resources.time_minutes or FALLBACK_TIME_MIN
     partition_info: Dict[str, Any] = {}
     if executor == "slurm" and reachable:
@@ -468,34 +540,128 @@ def launch(argv: Sequence[str]) -> int:
         time_min = resources.time_minutes or partition_info.get("time_limit_min") or FALLBACK_TIME_MIN
     elif executor == "local":
         resources = _check_local(resources)
+    if executor == "slurm":
+        resources = choose_cpus_per_task(resources, partition_info.get("cpus_per_node"))
     kind = "CPU process(es)" if resources.cpu else "GPU(s)"
     _say(f"{executor}: {resources.nodes} node(s) x {resources.gpus} {kind} = world size {resources.processes}"
-         + (f", partition {resources.partition}, {time_min} min" if executor == "slurm" else "")
+         + (f", partition {resources.partition or '(the default)'}, {time_min} min" if executor == "slurm" else "")
          + (f", {len(elements)} jobs" if len(elements) > 1 else ""))
 
     if args.dry_run:
-        return _dry_run(args, resources, executor, training_args, elements, time_min)
+        return _dry_run(args, resources, executor, configs, time_min)
 
     root = _new_folder(Path(args.jobs_dir), resources.job_name)
     jobs_to_submit = []
-    for index, choices in enumerate(elements):
-        folder = root if len(elements) == 1 else root / f"{index:02d}-{_label(choices)}"
-        folder.mkdir(exist_ok=True)
-        (folder / "checkpoints").mkdir(exist_ok=True)
-        config = apply_job_settings(resolve_config([*training_args, *_sweep_args(choices)]), resources, executor, folder)
-        write_config(config, folder / "config.yaml")
-        _validate_config_file(folder / "config.yaml")
-        run_id = _wandb_run_id()
-        write_json_atomic(folder / "launch.json", _launch_record(args, resources, executor, folder, choices, run_id))
-        jobs_to_submit.append((folder, TrainingJob(str(folder), run_id, executor)))
+    try:
+        for index, (choices, resolved) in enumerate(configs):
+            folder = root if len(elements) == 1 else root / f"{index:02d}-{_label(choices)}"
+            folder.mkdir(exist_ok=True)
+            (folder / "checkpoints").mkdir(exist_ok=True)
+            config = apply_job_settings(resolved, resources, executor, folder)
+            write_config(config, folder / "config.yaml")
+            _validate_config_file(folder / "config.yaml")
+            run_id = _wandb_run_id()
+            record = _launch_record(args, resources, executor, folder, choices, run_id)
+            write_json_atomic(folder / "launch.json", record)
+            jobs_to_submit.append((folder, TrainingJob(str(folder), run_id, executor, resources.max_failures)))
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)  # nothing was submitted: leave no half-made job folder
+        raise
 
     if executor == "slurm":
         return _submit_slurm(args, resources, root, jobs_to_submit, time_min)
     return _run_local(resources, jobs_to_submit)
 
 
+#: Below this many images per process, BatchNorm normalises with the statistics of a handful of images.
+SMALL_PER_PROCESS_BATCH = 8
+
+
+def check_batch(config: Dict[str, Any], resources: Resources) -> None:
+    """Refuse a global batch that does not divide over the processes (before any process starts);
+    warn when each process would get only a few images."""
+    data = config.get("data")
+    init = (data.get("init_args") or {}) if isinstance(data, dict) else {}
+    batch = init.get("batch_size")
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        return
+    processes = resources.processes
+    if batch % processes:
+        raise LaunchError(f"data.batch_size={batch} (global) does not divide over {processes} processes "
+                          f"({resources.nodes} node(s) x {resources.gpus}); use a multiple of {processes}, "
+                          f"e.g. {max(1, batch // processes) * processes}")
+    if batch // processes < SMALL_PER_PROCESS_BATCH:
+        _say(f"warning: data.batch_size={batch} (global) over {processes} processes is {batch // processes} "
+             f"image(s) per process: BatchNorm statistics over so few images are noise; use "
+             f"--data.init_args.batch_size {SMALL_PER_PROCESS_BATCH * processes} or more (or fewer processes)")
+
+
+def choose_cpus_per_task(resources: Resources, cpus_per_node: Optional[int]) -> Resources:
+    """``--cpus-per-task`` when neither the command line nor the preset gave it: the node's CPUs
+    divided by the processes per node (SLURM's own default, 1, starves the data loader)."""
+    if resources.cpus_per_task is not None:
+        _say(f"cpus-per-task: {resources.cpus_per_task} (given)")
+    elif cpus_per_node:
+        resources.cpus_per_task = max(1, cpus_per_node // resources.gpus)
+        _say(f"cpus-per-task: {resources.cpus_per_task} (the node's {cpus_per_node} CPUs / {resources.gpus} "
+             f"process(es) per node; --cpus-per-task to change)")
+    else:
+        _say("cpus-per-task: not set (SLURM did not say how many CPUs a node has; SLURM's default is 1 per "
+             "process: give --cpus-per-task)")
+    return resources
+
+
+def resume(args: argparse.Namespace) -> int:
+    """``--resume FOLDER``: submit the job of a folder again, with its recorded resources, executor and
+    W&B run id; it continues from the newest complete checkpoint (``TrainingJob`` finds it)."""
+    folder = Path(args.resume).resolve()
+    record = read_json(folder / "launch.json")
+    if not record or not (folder / "config.yaml").is_file():
+        raise LaunchError(f"--resume {args.resume}: not a job folder (it needs launch.json and config.yaml, as "
+                          f"launch.py writes them)")
+    if (folder / "result.json").is_file():
+        raise LaunchError(f"--resume {args.resume}: the job finished (result.json); raise trainer.max_epochs in a "
+                          f"new job instead")
+    executor = record["executor"]
+    resources = Resources(**record["resources"])
+    if args.max_failures is not None:
+        resources.max_failures = args.max_failures
+    job = TrainingJob(str(folder), record["wandb_run_id"], executor, resources.max_failures)
+    checkpoint = job._resume_checkpoint()
+    _say(f"resuming {folder} (W&B run {record['wandb_run_id']}) "
+         + (f"from {checkpoint}" if checkpoint else "from the beginning: it has no complete checkpoint yet"))
+    if executor == "local":
+        return _run_local(_check_local(resources), [(folder, job)])
+    why_not = slurm_available()
+    if why_not:
+        raise LaunchError(f"--resume {args.resume}: the job ran on SLURM, which is not reachable: {why_not}")
+    state = _slurm_state(str(record.get("job_id") or ""))
+    if state in _ACTIVE_STATES:
+        raise LaunchError(f"--resume {args.resume}: its job {record['job_id']} is still {state}; it continues by "
+                          f"itself (scancel {record['job_id']} first to restart it)")
+    time_min = resources.time_minutes or check_partition(resources).get("time_limit_min") or FALLBACK_TIME_MIN
+    return _submit_slurm(args, resources, folder, [(folder, job)], time_min)
+
+
+#: A job in these states still runs or will: resuming it would start a second copy.
+_ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD"}
+
+
+def _slurm_state(job_id: str) -> str:
+    """A job's state as squeue tells it; "" when squeue no longer knows the job."""
+    if not job_id:
+        return ""
+    try:
+        result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip().split("\n")[0].strip() if result.returncode == 0 else ""
+
+
 def _record_job_id(folder: Path, job_id: str, array_index: Optional[int]) -> None:
     record = read_json(folder / "launch.json")
+    if record.get("job_id") and record["job_id"] != job_id:  # a resumed job: keep the earlier ids
+        record.setdefault("previous_job_ids", []).append(record["job_id"])
     record["job_id"] = job_id
     record["array_index"] = array_index
     write_json_atomic(folder / "launch.json", record)
@@ -569,21 +735,21 @@ def _summary(folder: Path) -> str:
             + (f", {shown}" if shown else "") + f"; checkpoints in {folder / 'checkpoints'}")
 
 
-def _dry_run(args: argparse.Namespace, resources: Resources, executor: str, training_args: List[str],
-             elements: List[List[Tuple[str, str]]], time_min: int) -> int:
+def _dry_run(args: argparse.Namespace, resources: Resources, executor: str,
+             configs: List[Tuple[List[Tuple[str, str]], Dict[str, Any]]], time_min: int) -> int:
     root = Path(args.jobs_dir).resolve() / f"{resources.job_name}-<time>"
-    for index, choices in enumerate(elements):
-        folder = root if len(elements) == 1 else root / f"{index:02d}-{_label(choices)}"
-        config = apply_job_settings(resolve_config([*training_args, *_sweep_args(choices)]), resources, executor, folder)
+    for index, (choices, resolved) in enumerate(configs):
+        folder = root if len(configs) == 1 else root / f"{index:02d}-{_label(choices)}"
+        config = apply_job_settings(resolved, resources, executor, folder)
         trainer = config["trainer"]
         _say(f"job {index}: {folder}: trainer num_nodes={trainer['num_nodes']} devices={trainer['devices']} "
              f"accelerator={trainer['accelerator']} strategy={trainer['strategy']}"
              + (f", sweep {dict(choices)}" if choices else ""))
     if executor == "slurm":
-        folder = root / "logs" / "%j" if len(elements) > 1 else root / "logs"
-        slurm = _slurm_executor(folder, resources, time_min)
-        if len(elements) > 1:
-            slurm.parameters["map_count"] = len(elements)
+        folder = root / "logs" / "%j" if len(configs) > 1 else root / "logs"
+        slurm = _slurm_executor(folder, resources, time_min, script_only=True)
+        if len(configs) > 1:
+            slurm.parameters["map_count"] = len(configs)
         print(slurm._make_submission_file_text(slurm._submitit_command_str, "dry-run"))
     else:
         _say(f"local: {resources.gpus} process(es) of `{shlex.quote(sys.executable)} -m submitit.core._submit "

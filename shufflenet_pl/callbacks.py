@@ -1,7 +1,9 @@
 """Callbacks: Lightning glue that is neither model nor data."""
 
 import csv
+import os
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -14,7 +16,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from .tracking import metrics as keys
 
-__all__ = ["ModelCheckpoint", "PredictionWriter", "ProgressiveResizing", "ThroughputMonitor"]
+__all__ = ["ModelCheckpoint", "PredictionWriter", "ProgressiveResizing", "ThroughputMonitor", "TimedCheckpoint",
+           "checkpoint_dir", "save_last_checkpoint"]
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -38,6 +41,67 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     def _refresh_last(self, trainer: L.Trainer) -> None:
         if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def checkpoint_dir(trainer: L.Trainer, dirpath: Optional[str] = None) -> Path:
+    """``dirpath``, else the first ``ModelCheckpoint``'s folder, else ``<default_root_dir>/checkpoints``."""
+    if dirpath:
+        return Path(dirpath)
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, _LightningModelCheckpoint) and callback.dirpath:
+            return Path(callback.dirpath)
+    return Path(trainer.default_root_dir) / "checkpoints"
+
+
+def save_last_checkpoint(trainer: L.Trainer, directory: Path) -> Path:
+    """Save ``<directory>/last.ckpt`` now, on all ranks together (collective; rank 0 writes), through a
+    temporary file renamed into place: a kill mid-write never leaves a torn ``last.ckpt``."""
+    final = directory / f"{_LightningModelCheckpoint.CHECKPOINT_NAME_LAST}{_LightningModelCheckpoint.FILE_EXTENSION}"
+    # The saved ModelCheckpoint state must call this file "last", or after a restart it would write
+    # last-v1.ckpt next to it instead of replacing it.
+    for callback in trainer.checkpoint_callbacks:
+        if (isinstance(callback, _LightningModelCheckpoint) and callback.save_last and callback.dirpath
+                and Path(callback.dirpath).resolve() == directory.resolve()):
+            callback.last_model_path = str(final)
+    partial = directory / (final.name + ".tmp")
+    trainer.save_checkpoint(partial)
+    if trainer.is_global_zero:
+        os.replace(partial, final)
+    trainer.strategy.barrier("save-last-checkpoint")
+    return final
+
+
+class TimedCheckpoint(L.Callback):
+    """Save ``last.ckpt`` every ``every_minutes`` of training, at a batch boundary, atomically, with the
+    optimizer, schedule, loop counters and the loader's position: a crash or a lost node redoes at
+    most that much training (epoch-end checkpoints alone can lose a whole ImageNet epoch).
+
+    Args:
+        every_minutes: wall-clock minutes between saves.
+        dirpath: folder of ``last.ckpt``; ``None``: the ``ModelCheckpoint``'s folder.
+    """
+
+    def __init__(self, every_minutes: float = 10.0, dirpath: Optional[str] = None) -> None:
+        if not every_minutes > 0:
+            raise ValueError(f"TimedCheckpoint.every_minutes must be > 0, got {every_minutes}")
+        self.every_minutes = every_minutes
+        self.dirpath = dirpath
+        self._last_save = time.monotonic()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        due = time.monotonic() - self._last_save >= self.every_minutes * 60
+        # One small all-reduce per step: every rank saves at the same step or none does.
+        if not trainer.strategy.reduce_boolean_decision(due, all=False):
+            return
+        path = save_last_checkpoint(trainer, checkpoint_dir(trainer, self.dirpath))
+        self._last_save = time.monotonic()
+        if trainer.is_global_zero:
+            print(f"[shufflenet-pl] saved {path} at global step {trainer.global_step} (every {self.every_minutes:g} min)",
+                  file=sys.stderr, flush=True)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -147,8 +147,10 @@ def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
     config = apply_job_settings(_resolved(), Resources(nodes=2, gpus=4), "slurm", tmp_path)
     trainer = config["trainer"]
     assert (trainer["num_nodes"], trainer["devices"], trainer["default_root_dir"]) == (2, 4, str(tmp_path))
-    checkpoint, preemption = trainer["callbacks"]
+    checkpoint, timed, preemption = trainer["callbacks"]
     assert checkpoint["init_args"]["dirpath"] == str(tmp_path / "checkpoints")
+    assert timed["class_path"] == "shufflenet_pl.callbacks.TimedCheckpoint"
+    assert timed["init_args"] == {"every_minutes": 10.0, "dirpath": str(tmp_path / "checkpoints")}
     assert checkpoint["init_args"]["save_last"] is True and checkpoint["init_args"]["enable_version_counter"] is False
     assert preemption["class_path"] == "cluster.requeue.PreemptionCheckpoint"
     assert trainer["logger"]["init_args"]["save_dir"] == str(tmp_path)
@@ -158,7 +160,8 @@ def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
 def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None:
     config = apply_job_settings({"seed_everything": 7, "trainer": {"callbacks": None}}, Resources(cpu=True), "local", tmp_path)
     classes = [c["class_path"] for c in config["trainer"]["callbacks"]]
-    assert classes == ["shufflenet_pl.callbacks.ModelCheckpoint", "cluster.requeue.PreemptionCheckpoint"]
+    assert classes == ["shufflenet_pl.callbacks.ModelCheckpoint", "shufflenet_pl.callbacks.TimedCheckpoint",
+                       "cluster.requeue.PreemptionCheckpoint"]
     assert config["seed_everything"] == 7
 
 
@@ -211,7 +214,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None):
+def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None, extra: list = ()):
     import lightning as L
     from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
@@ -228,7 +231,7 @@ def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None):
         max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=0,
         callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, enable_version_counter=False),
-                   PreemptionCheckpoint(), *hooks],
+                   PreemptionCheckpoint(), *extra, *hooks],
     )
     trainer.fit(model, DataLoader(data, batch_size=8), ckpt_path=ckpt_path)
     return trainer, model
@@ -265,3 +268,176 @@ def test_unreachable_slurm_is_an_error_not_a_silent_fallback(tmp_path: Path) -> 
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "SLURM is not reachable" in result.stderr and "--cluster local" in result.stderr
+
+
+def test_job_config_keeps_a_timed_checkpoint_of_the_trainer_config(tmp_path: Path) -> None:
+    timed = {"class_path": "shufflenet_pl.callbacks.TimedCheckpoint", "init_args": {"every_minutes": 30}}
+    config = apply_job_settings({"trainer": {"callbacks": [timed]}}, Resources(cpu=True), "local", tmp_path)
+    (entry,) = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("TimedCheckpoint")]
+    assert entry["init_args"] == {"every_minutes": 30, "dirpath": str(tmp_path / "checkpoints")}
+
+
+# --- launcher checks before anything is made ---------------------------------------------------
+
+
+def _launch_here(args: list, cwd: Path, env: dict = None) -> subprocess.CompletedProcess:
+    # Generous bound: resolving a config imports Lightning, slow on a loaded machine.
+    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_batch_that_does_not_divide_is_refused_before_spawning(tmp_path: Path) -> None:
+    result = _launch_here(["--cluster", "local", "--cpu", "--gpus", "3", "--jobs-dir", "jobs",
+                           "--data.init_args.batch_size", "16"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == ("launch.py: error: data.batch_size=16 (global) does not divide over 3 processes "
+                                     "(1 node(s) x 3); use a multiple of 3, e.g. 15")
+    assert not (tmp_path / "jobs").exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("trainer:\n  max_epochs: [1\n", "bad.yaml:3:1: not valid YAML"),
+    ("trainer:\n  max_epochz: 1\n", "does not accept option 'max_epochz'"),
+    ("trainer:\n  max_epochs: many\n", "max_epochs"),
+])
+def test_config_that_does_not_parse_leaves_no_job_folder(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    result = _launch_here(["--cluster", "local", "--cpu", "--jobs-dir", "jobs", "--config", "bad.yaml"], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr and "<unicode string>" not in result.stderr
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_dry_run_of_several_nodes_needs_no_slurm(tmp_path: Path) -> None:
+    """The README's 32-GPU plan prints its sbatch script where SLURM is not installed, quickly, and
+    warns that the demo's global batch leaves one image per GPU."""
+    import time
+
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # no sbatch, no sinfo
+    started = time.monotonic()
+    result = _launch_here(["--nodes", "4", "--gpus", "8", "--dry-run", "--jobs-dir", "jobs"], tmp_path, env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "#SBATCH --nodes=4" in result.stdout and "#SBATCH --gpus-per-node=8" in result.stdout
+    assert "over 32 processes is 1 image(s) per process" in result.stdout
+    assert "cpus-per-task: not set" in result.stdout
+    assert not (tmp_path / "jobs").exists()
+    assert elapsed < 120  # a config resolve; no waiting on an unreachable controller
+
+
+def test_cpus_per_task_defaults_to_the_nodes_share() -> None:
+    from cluster.submission import choose_cpus_per_task
+
+    assert choose_cpus_per_task(Resources(gpus=8), 96).cpus_per_task == 12
+    assert choose_cpus_per_task(Resources(gpus=8, cpus_per_task=4), 96).cpus_per_task == 4
+    assert choose_cpus_per_task(Resources(gpus=8), None).cpus_per_task is None
+
+
+def test_loader_workers_follow_slurm_cpus_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shufflenet_pl.data.common import default_num_workers
+
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "12")
+    assert default_num_workers() == 11  # one CPU for the main process
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert default_num_workers() == 1
+
+
+def test_resume_refuses_a_folder_that_is_no_job(tmp_path: Path) -> None:
+    result = _launch_here(["--resume", str(tmp_path)], tmp_path)
+    assert result.returncode == 2
+    assert f"--resume {tmp_path}: not a job folder" in result.stderr
+
+
+def test_lost_peer_errors_are_told_from_other_errors() -> None:
+    from cluster.job import _is_lost_peer
+
+    assert _is_lost_peer(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error "
+                                      "[127.0.0.1]:4242: Connection reset by peer"))
+    assert not _is_lost_peer(RuntimeError("shufflenet-pl fit stopped with exit status 2"))
+    assert not _is_lost_peer(ValueError("data.batch_size=16 (global) does not divide"))
+
+
+def test_failure_report_names_the_killed_rank_first(tmp_path: Path) -> None:
+    """srun's own line names the rank that was killed; the survivor's 'Connection reset by peer' is second."""
+    from types import SimpleNamespace
+
+    from submitit.core.utils import cloudpickle_dump
+
+    from cluster.submission import _raise_if_failed
+
+    def paths(rank: int) -> SimpleNamespace:
+        return SimpleNamespace(result_pickle=tmp_path / f"7_{rank}_result.pkl", stderr=tmp_path / f"7_{rank}_log.err",
+                               stdout=tmp_path / f"7_{rank}_log.out")
+
+    (tmp_path / "7_0_log.err").write_text("Traceback ...\nRuntimeError: Connection reset by peer\n"
+                                          "srun: error: node2: task 1: Killed\n")
+    (tmp_path / "7_1_log.err").write_text("step 5\n")
+    cloudpickle_dump(("error", "Traceback...\nRuntimeError: Connection reset by peer"), paths(0).result_pickle)
+    job = SimpleNamespace(job_id="7", num_tasks=2, paths=paths(0), task=lambda rank: SimpleNamespace(paths=paths(rank)))
+    with pytest.raises(LaunchError) as failure:
+        _raise_if_failed(job)
+    assert str(failure.value).startswith("job 7 failed; rank 1: killed by SIGKILL on node2\n")
+    assert "failing ranks: 1, 0;" in str(failure.value)
+
+
+def test_sigterm_saves_last_ckpt_and_stops_without_requeue(tmp_path: Path, one_thread: None) -> None:
+    """SIGTERM (scancel) during step 2: last.ckpt of step 3 as for USR2, but no requeue asked for."""
+    from cluster.requeue import PREEMPTION, Preempted
+
+    class _TermAtStep(_SignalAtStep):
+        def __call__(self, trainer, *args) -> None:
+            if trainer.global_step == self.step:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    PREEMPTION.install()
+    try:
+        with pytest.raises(Preempted) as stop:
+            _tiny_fit(tmp_path, [_TermAtStep(2)])
+        assert not PREEMPTION.requeue_requested
+    finally:
+        PREEMPTION.uninstall()
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert stop.value.global_step == 3
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["global_step"] == 3
+
+
+def test_timed_checkpoint_saves_mid_epoch_and_resumes_exactly(tmp_path: Path, one_thread: None) -> None:
+    """With a tiny interval last.ckpt follows every step (atomically) with the optimizer and schedule
+    state: a fit resumed from the step-5 checkpoint does the remaining 3 steps. (The loader position
+    is the datamodules' part, checked on SLURM in test_cluster_slurm.py.)"""
+    from shufflenet_pl.callbacks import TimedCheckpoint
+
+    seen = []
+
+    def record(trainer, *args) -> None:
+        last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+        if last.exists():
+            seen.append(torch.load(last, weights_only=False, map_location="cpu")["global_step"])
+        if trainer.global_step == 5:
+            (tmp_path / "a" / "checkpoints" / "last.ckpt").rename(tmp_path / "step5.ckpt")
+
+    timed = TimedCheckpoint(every_minutes=1e-9)
+    _tiny_fit(tmp_path / "a", [record], extra=[timed])
+    assert seen[:4] == [1, 2, 3, 4] and not list((tmp_path / "a" / "checkpoints").glob("*.tmp"))
+    saved = torch.load(tmp_path / "step5.ckpt", weights_only=False, map_location="cpu")
+    assert saved["global_step"] == 5 and saved["lr_schedulers"][0]["last_epoch"] == 5
+    resumed, _ = _tiny_fit(tmp_path / "c", [], ckpt_path=str(tmp_path / "step5.ckpt"))
+    assert resumed.global_step == 8 and resumed.lr_scheduler_configs[0].scheduler.last_epoch == 8
+
+
+def test_loader_workers_outlive_a_sigterm(demo_root: Path) -> None:
+    """SLURM sends SIGTERM to every process of a job: the loader's worker processes keep serving the
+    batches the main process needs until it has saved its checkpoint."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+
+    from shufflenet_pl.data.common import ignore_sigterm
+
+    loader = DataLoader(datasets.ImageFolder(str(demo_root / "train"), transform=lambda image: 0), batch_size=4,
+                        num_workers=1, worker_init_fn=ignore_sigterm)
+    batches = iter(loader)
+    next(batches)
+    (worker,) = [w.pid for w in batches._workers]
+    os.kill(worker, signal.SIGTERM)
+    assert sum(1 for _ in batches) == len(loader) - 1  # no "worker killed by signal: Terminated"

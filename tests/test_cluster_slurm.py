@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -263,60 +264,142 @@ def test_failed_job_shows_the_failing_ranks_log(local_slurm: Dict[str, str], tra
     assert re.search(r"failing ranks: (0, 1|1, 0);", result.stderr)
 
 
-@pytest.fixture(scope="module")
-def requeued_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1 node x 2 process job interrupted in its second epoch, followed by the launcher through the
-    requeue to the end. The interruption is what SLURM sends at a time limit (``--signal=USR2@delay``)
-    and at preemption with ``PreemptParameters=send_user_signal``: USR2 to every process of the job."""
-    jobs = tmp_path_factory.mktemp("jobs-requeue")
+def _task_pid(job_id: str, rank: int) -> int:
+    """The process of ``rank`` in a job (submitit's task; not its loader workers or W&B's service)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+            cmdline = (proc / "cmdline").read_text()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if (environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank)
+                and "submitit" in cmdline):
+            found[int(proc.name)] = parent
+    roots = [pid for pid, parent in found.items() if parent not in found]
+    assert len(roots) == 1, f"rank {rank} of job {job_id}: processes {found}"
+    return roots[0]
+
+
+def _recorded_job_id(jobs: Path) -> str:
+    return json.loads((_job_folder(jobs) / "launch.json").read_text()).get("job_id") or "none"
+
+
+def _log_text(folder: Path, job_id: str, rank: int = 0) -> str:
+    path = folder / "logs" / f"{job_id}_{rank}_log.err"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+#: The faults every optimizer step must survive exactly once: SLURM's requeue signal (time limit,
+#: preemption with a user signal), a plain SIGTERM (scancel, preemption) resumed with --resume, and a
+#: killed rank (a lost node) that the job requeues itself, from its last timed checkpoint.
+FAULTS = ["usr2", "sigterm", "kill9"]
+
+
+@pytest.fixture(scope="module", params=FAULTS)
+def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], train_config: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, Path]:
+    """A 1 node x 2 process job interrupted in its second epoch by ``fault``, followed by the
+    launcher through the requeue (or the ``--resume``) to the end. USR2 is what SLURM sends at a time
+    limit (``--signal=USR2@delay``) and at preemption with ``PreemptParameters=send_user_signal``."""
+    fault = request.param
+    jobs = tmp_path_factory.mktemp(f"jobs-{fault}")
+    extra: List[str] = []
+    if fault == "sigterm":  # loader worker processes, which SLURM's SIGTERM reaches too
+        extra = ["--data.init_args.num_workers", "1"]
+    if fault == "kill9":  # a timed checkpoint every 3 s: the kill redoes at most that much
+        timed = jobs / "timed.yaml"
+        timed.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+            {"class_path": "shufflenet_pl.callbacks.TimedCheckpoint", "init_args": {"every_minutes": 0.05}}]}}))
+        extra = ["--config", str(timed)]
     launcher = subprocess.Popen(
         [sys.executable, str(REPO / "launch.py"), "--preset", "local-slurm", "--nodes", "1", "--gpus", "2", "--wait",
-         "--jobs-dir", str(jobs), "--job-name", "requeue", "--config", str(train_config)],
+         "--jobs-dir", str(jobs), "--job-name", fault, "--config", str(train_config), *extra],
         cwd=jobs, env=local_slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(jobs.glob("*/checkpoints/best-epoch=000.ckpt")):
+        deadline = time.time() + 400
+        if fault == "kill9":  # its config's callback list replaces the ModelCheckpoint: wait for a timed save
+            steps_per_epoch = 200 // GLOBAL_BATCH
+            while not list(jobs.glob("*/launch.json")) or not any(
+                    int(step) > steps_per_epoch for step in re.findall(
+                        r"at global step (\d+) \(every", _log_text(_job_folder(jobs), _recorded_job_id(jobs)))):
+                assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
+                time.sleep(0.2)
+        while time.time() < deadline and fault != "kill9" and not list(jobs.glob("*/checkpoints/best-epoch=000.ckpt")):
             assert launcher.poll() is None, launcher.communicate()
             time.sleep(0.2)
         folder = _job_folder(jobs)
         job_id = json.loads((folder / "launch.json").read_text())["job_id"]
         assert job_id, "epoch 0 ended before the launcher recorded the job id"
-        subprocess.run(["scancel", "--signal", "USR2", job_id], env=local_slurm, check=True, timeout=60)
+        if fault == "usr2":
+            subprocess.run(["scancel", "--signal", "USR2", job_id], env=local_slurm, check=True, timeout=60)
+        elif fault == "sigterm":
+            subprocess.run(["scancel", job_id], env=local_slurm, check=True, timeout=60)
+        else:
+            os.kill(_task_pid(job_id, 1), signal.SIGKILL)
         out, err = launcher.communicate(timeout=420)
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    assert launcher.returncode == 0, out[-3000:] + err[-5000:]
-    return folder
+    if fault == "sigterm":
+        # A cancel is not requeued: the job saved, said how to continue, and ended.
+        assert launcher.returncode == 1, out[-3000:] + err[-5000:]
+        assert f"stopped by SIGTERM at global step" in err and f"launch.py --resume {folder}" in err, err[-3000:]
+        resumed = _launch(["--resume", str(folder), "--wait"], local_slurm, jobs)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
+        assert f"resuming {folder}" in resumed.stdout
+    else:
+        assert launcher.returncode == 0, out[-3000:] + err[-5000:]
+    return fault, folder
 
 
-def test_requeued_job_resumes_exactly(requeued_job: Path) -> None:
-    """The job checkpointed at a batch boundary, was requeued by submitit, resumed from last.ckpt and
-    ended with the optimizer steps of an uninterrupted run: none lost, none repeated; one W&B run."""
-    folder = requeued_job
+def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path]) -> None:
+    """The job checkpointed at a batch boundary, was requeued (or resumed), continued from last.ckpt
+    and ended with the optimizer steps of an uninterrupted run: none lost, none repeated after the
+    checkpoint it resumed from; one W&B run."""
+    fault, folder = requeued_job
     launch = json.loads((folder / "launch.json").read_text())
     attempts = launch["attempts"]
     assert len(attempts) == 2, attempts
     assert attempts[1]["resumed_from"] == str(folder / "checkpoints" / "last.ckpt")
-    log = (folder / "logs" / f"{launch['job_id']}_0_log.err").read_text()
-    assert "restart 1: resuming from" in log
-    saved_step = int(log.split("last.ckpt at global step ")[1].split()[0])
+    first_log = _log_text(folder, attempts[0]["job_id"])
+    log = _log_text(folder, launch["job_id"])
+    if fault == "sigterm":
+        assert launch["previous_job_ids"] == [attempts[0]["job_id"]] and "resuming from" in log
+    else:
+        assert "restart 1: resuming from" in log
     steps_per_epoch = 200 // GLOBAL_BATCH
     total = EPOCHS * steps_per_epoch
-    assert steps_per_epoch < saved_step < total  # interrupted in the middle of training, after epoch 0
-    assert f"training from global step {saved_step} " in log
+    resumed_step = int(log.split("training from global step ")[-1].split()[0])
+    if fault == "kill9":
+        assert len(launch["failures"]) == 1 and launch["failures"][0]["seen_by_rank"] == 0
+        before_kill = first_log.split("restart 1:")[0]  # a requeued job appends to the same log
+        timed_saves = [int(m) for m in re.findall(r"last\.ckpt at global step (\d+) \(every", before_kill)]
+        assert resumed_step == timed_saves[-1]  # the newest timed checkpoint before the kill
+    else:
+        saved_step = int(first_log.split("last.ckpt at global step ")[1].split()[0])
+        assert resumed_step == saved_step
+    assert steps_per_epoch < resumed_step < total  # interrupted in the middle of training, after epoch 0
     result = json.loads((folder / "result.json").read_text())
     assert result["global_step"] == total
     saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert saved["lr_schedulers"][0]["last_epoch"] == total  # one LR step per optimizer step
 
     runs = _train_rows(folder)
+    if fault == "sigterm":  # the first attempt's rows may continue in a part of their own (W&B's service died)
+        assert {run_id for run_id, _ in runs} == {launch["wandb_run_id"]} and len(runs) in (2, 3), runs
+        runs = [(runs[0][0], [row for _, rows in runs[:-1] for row in rows]), runs[-1]]
     assert [run_id for run_id, _ in runs] == [launch["wandb_run_id"]] * 2  # one W&B run, two parts
     first, second = (_losses_by_step(rows) for _, rows in runs)
-    assert max(first) < min(second)  # the second part continues, it does not redo steps
-    assert sorted({**first, **second}) == sorted(set(first) | set(second))
-    assert len(first) + len(second) == total  # every optimizer step logged exactly once
+    assert min(second) == resumed_step  # the second part continues from the checkpoint (rows count from 0)
+    assert sorted(set(first) | set(second)) == list(range(total))  # no step missing
+    if fault == "kill9":  # steps after the checkpoint may be trained (and logged) again: at most 3 s of them
+        assert max(first) >= resumed_step - 1
+    else:
+        assert max(first) < min(second)  # the second part continues, it does not redo steps
+        assert len(first) + len(second) == total  # every optimizer step logged exactly once
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +436,7 @@ def test_local_executor_gives_the_same_result(local_job: Path, two_node_job: Pat
     _assert_same_training(two_node_job, local_job)
 
 
-def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Path, local_job: Path) -> None:
+def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Tuple[str, Path], local_job: Path) -> None:
     """After the requeue the run continues with the next batch of the same data order: the losses
     of every step and the final weights equal those of the uninterrupted run."""
-    _assert_same_training(requeued_job, local_job)
+    _assert_same_training(requeued_job[1], local_job)

@@ -103,7 +103,8 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 ReturnToService=2
-KillWait=5
+# SLURM's default: what a SIGTERM-ed job (scancel, preemption) has to save its checkpoint before SIGKILL.
+KillWait=30
 # Fast restarts of requeued jobs (the default credential expiry makes a requeue wait ~2.5 min).
 SchedulerParameters=bf_interval=1,sched_interval=2
 # Keep finished jobs visible to squeue, which the sacct stand-in reads.

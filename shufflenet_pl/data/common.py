@@ -3,6 +3,7 @@ circles): ImageNet normalisation constants, the global-batch split, crop-argumen
 and private temporary paths."""
 
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Sequence
@@ -10,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_crop_args", "default_num_workers", "normalize_on_device",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_crop_args", "default_num_workers", "ignore_sigterm", "normalize_on_device",
            "per_device_batch_size", "private_temporary_path"]
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -48,12 +49,24 @@ def normalize_on_device(images: Tensor) -> Tensor:
 
 
 def default_num_workers() -> int:
-    """Loader workers per process: the CPUs this process may use, at most 8."""
+    """Loader workers per process: under SLURM the job's CPUs per task less one for the main process,
+    else the CPUs this process may use, at most 8."""
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm_cpus.isdigit():
+        return max(1, int(slurm_cpus) - 1)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
     return max(1, min(8, cpus))
+
+
+def ignore_sigterm(worker_id: int) -> None:
+    """``worker_init_fn`` of loader worker processes: SLURM sends SIGTERM to every process of a job
+    (``scancel``, preemption) and a worker killed by it takes the training step down with it before
+    the main process could save a checkpoint. The main process ends its workers itself; they also
+    exit when it dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def private_temporary_path(path: Path) -> Path:

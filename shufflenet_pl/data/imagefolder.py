@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, normalize_on_device,
+from .common import (IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, ignore_sigterm, normalize_on_device,
                      per_device_batch_size)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
@@ -155,6 +155,7 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             sampler=samples,  # any iterable of indices; the order was decided by the caller
             drop_last=False,  # the caller passes whole batches only where drop_last applies
             num_workers=self.num_workers,
+            worker_init_fn=ignore_sigterm,
             pin_memory=torch.cuda.is_available(),
             # Fresh workers each epoch pick up a new training resolution (progressive resizing).
             persistent_workers=False,
@@ -200,7 +201,8 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         # A plain DataLoader: Lightning shards it without padding for predict and tracks indices.
         return DataLoader(self.val_set, batch_size=self.per_device_batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+                          num_workers=self.num_workers, worker_init_fn=ignore_sigterm,
+                          pin_memory=torch.cuda.is_available())
 
     def predict_samples(self) -> Sequence[str]:
         """File paths in the order ``predict_dataloader`` yields them."""

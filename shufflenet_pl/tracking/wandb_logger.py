@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 import lightning as L
@@ -27,7 +27,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 from .metrics import define_wandb_metrics
 
@@ -222,6 +222,9 @@ class WandbLogger(LightningWandbLogger):
         )
         # Lightning passes anonymous=None, which only earns a warning from wandb.
         self._wandb_init.pop("anonymous", None)
+        # Rows logged by this process, to log again if W&B's service dies before writing them.
+        self._rows: List[Tuple[Dict[str, Any], Optional[int]]] = []
+        self._reopened = False
 
     def apply_cli_defaults(self, default_root_dir: Optional[str], job_type: Optional[str]) -> None:
         """Fill what the config left open from the CLI: the folder (``trainer.default_root_dir``) and
@@ -248,6 +251,57 @@ class WandbLogger(LightningWandbLogger):
                 print(f"shufflenet-pl: W&B is offline ({self.mode_reason}): run {run.id} is saved in {run_folder}; "
                       f"upload it later with `wandb sync {run_folder}`", file=sys.stderr)
         return super().experiment
+
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        row = (dict(metrics), step)
+        self._rows.append(row)
+        try:
+            super().log_metrics(*row)
+        except ConnectionError as err:  # ConnectionResetError, BrokenPipeError: the service is gone
+            if self._reopened or self._experiment is None:
+                raise
+            self._reopen(err)
+
+    def _reopen(self, err: BaseException) -> None:
+        """W&B's service process died: SLURM sends SIGTERM to every process of a job (``scancel``,
+        preemption) and the service ends on it, losing what it had not written (wandb#9963). Start a
+        new service on the same run id (a further offline folder; ``wandb sync`` merges them in start
+        order) and log again every row that the dead one did not write, so the steps trained until the
+        job's checkpoint are all in the run. Once per process: SIGTERM comes once."""
+        import wandb
+
+        from .reader import read_run_files
+
+        self._reopened = True
+        dead = self._experiment
+        folder = Path(dead.dir).parent if getattr(dead, "dir", None) else None
+        written = set()
+        try:
+            if folder is not None:
+                written = {_row_key(row) for row in read_run_files(folder).history}
+        except Exception:  # an unreadable tail: log everything again rather than lose it
+            written = set()
+        try:
+            wandb.teardown()
+        except Exception:  # it cannot reach the dead service; the new run replaces it below
+            pass
+        print(f"shufflenet-pl: W&B's service stopped ({type(err).__name__}); continuing run {dead.id} in a new "
+              f"service and logging again what it had not written", file=sys.stderr, flush=True)
+        self._wandb_init["id"] = dead.id
+        self._wandb_init["resume"] = "allow"
+        self._experiment = None
+        wandb.run = None  # the dead run; Lightning would attach to it
+        _ = self.experiment
+        for metrics, step in self._rows:
+            if _row_key({**metrics, **({"trainer/global_step": step} if step is not None else {})}) not in written:
+                super().log_metrics(metrics, step)
+
+
+def _row_key(row: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """A logged row by its step and keys (W&B's own ``_step`` differs between the parts of a run)."""
+    return (row.get("trainer/global_step"), tuple(sorted(k for k in row if not k.startswith("_"))))
 
 
 def _config_dict(parser: Any, config: Namespace) -> Dict[str, Any]:
