@@ -266,8 +266,10 @@ class Bench:
                 "profiled_step_ms": wall * 1e3 / steps}
 
 
-def run_benchmark(bench: Bench, candidates: List[str], rounds: int, progress: bool = True) -> Dict[str, List[Dict[str, float]]]:
-    """Every candidate once per round, the order reversed every other round."""
+def run_benchmark(bench: Bench, candidates: List[str], rounds: int, progress: bool = True,
+                  threads: Optional[int] = None) -> Dict[str, List[Dict[str, float]]]:
+    """Every candidate once per round, the order reversed every other round; each starts with
+    ``threads`` torch threads (FFCV's loader changes the count to its worker count while it runs)."""
     from tqdm.auto import tqdm
 
     samples: Dict[str, List[Dict[str, float]]] = {name: [] for name in candidates}
@@ -275,6 +277,8 @@ def run_benchmark(bench: Bench, candidates: List[str], rounds: int, progress: bo
         for round_index in range(rounds):
             for name in candidates if round_index % 2 == 0 else candidates[::-1]:
                 bar.set_description(name)
+                if threads is not None:
+                    torch.set_num_threads(threads)
                 samples[name].append(getattr(bench, name)())
                 bar.update()
     return samples
@@ -366,7 +370,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--candidates", nargs="+", choices=CANDIDATES, default=list(CANDIDATES), help="what to run (default: all)")
     parser.add_argument("--images-per-class", type=int, default=None, help="demo training images per class (default 100; --quick: 20)")
     parser.add_argument("--data-root", type=Path, default=Path("runs/benchmarks/train_data"), help="where the demo images and .beton files are kept")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch at the start of every run (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report (every sample) here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -409,21 +413,26 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
             raise ValueError(f"--compile-mode {args.compile_mode} captures CUDA graphs and needs --device cuda")
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    # Importing ffcv sets torch's thread count to 1 (and its loader to its worker count): pin the count
+    # every candidate starts with, from before that import.
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    args.threads = threads
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one fit per run: no banners
     data_root = prepare_data(args.data_root, args.images_per_class, args.workers, progress=not args.no_progress)
+    torch.set_num_threads(threads)
     print(f"# training throughput, {environment(device)['device']}: {WIDTHS[args.width]}, batch {args.batch_size}, "
           f"{args.image_size} px, {args.precision}, compile={args.compile} ({args.compile_mode}), {args.workers} loader workers; "
           f"median of {args.rounds} interleaved runs of {args.warmup} + {args.steps} steps", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         bench = Bench(args, device, data_root, Path(scratch))
-        samples = run_benchmark(bench, list(args.candidates), args.rounds, progress=not args.no_progress)
+        samples = run_benchmark(bench, list(args.candidates), args.rounds, progress=not args.no_progress, threads=threads)
         busy = bench.profile_gpu_busy() if device.type == "cuda" and "model_only" in args.candidates else {}
+    torch.set_num_threads(threads)
     report: Dict[str, Any] = {
         "environment": environment(device),
         "device_type": device.type,

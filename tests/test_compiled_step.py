@@ -80,3 +80,18 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path) -> None:
         # Same update up to float reassociation: the difference is tiny against the update itself.
         assert (a - a0).norm() > 0, name
         assert (a - b).norm() <= 1e-2 * (a - a0).norm() + 1e-6, name
+
+
+def test_progressive_resizing_bounds_the_compiled_graphs(tmp_path) -> None:
+    """One static graph per training resolution: a ramp with more resolutions than torch recompiles
+    for is refused before training (160..192 by 32 is two graphs; by 4, nine)."""
+    from shufflenet_pl.callbacks import ProgressiveResizing
+
+    ramp = ProgressiveResizing(min_res=160, max_res=192, start_ramp=1, end_ramp=10, multiple=32)
+    assert ramp.training_resolutions(16) == [160, 192]
+    fine = ProgressiveResizing(min_res=160, max_res=192, start_ramp=1, end_ramp=10, multiple=4)
+    assert len(fine.training_resolutions(16)) == 9
+    trainer = _trainer(tmp_path, max_epochs=16, callbacks=[fine])
+    with pytest.raises(ValueError, match="ProgressiveResizing: 9 training resolutions"):
+        fine.on_fit_start(trainer, _module(compile=True))
+    fine.on_fit_start(trainer, _module())  # eager: any number of resolutions
