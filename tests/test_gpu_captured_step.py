@@ -26,14 +26,30 @@ class _Losses(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def _batches(n: int, size: int = 64, batch: int = 32, dtype: torch.dtype = torch.uint8) -> list:
+class _Batches:
+    """Batches already on the GPU, as one iterable (a plain list would be read as several loaders)."""
+
+    def __init__(self, batches: list) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __add__(self, other: "_Batches") -> "_Batches":
+        return _Batches(self.batches + other.batches)
+
+
+def _batches(n: int, size: int = 64, batch: int = 32) -> _Batches:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), generator=g, dtype=torch.uint8).cuda()
     targets = (torch.arange(batch) % 10).cuda()
-    return [(images if dtype == torch.uint8 else images.float() / 255, targets)] * n
+    return _Batches([(images, targets)] * n)
 
 
-def _fit(module: ImageClassifier, batches: list, tmp_path, precision: str = "bf16-mixed") -> List[float]:
+def _fit(module: ImageClassifier, batches: _Batches, tmp_path, precision: str = "bf16-mixed") -> List[float]:
     recorder = _Losses()
     trainer = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
