@@ -431,7 +431,13 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         bench = Bench(args, device, data_root, Path(scratch))
         samples = run_benchmark(bench, list(args.candidates), args.rounds, progress=not args.no_progress, threads=threads)
-        busy = bench.profile_gpu_busy() if device.type == "cuda" and "model_only" in args.candidates else {}
+        busy: Dict[str, Any] = {}
+        if device.type == "cuda":
+            try:  # the measured rates are kept even if the profiler fails
+                busy = bench.profile_gpu_busy()
+            except Exception as err:  # noqa: BLE001 - reported in the output and the JSON
+                busy = {"gpu_busy_share": None, "gpu_busy_error": f"{type(err).__name__}: {err}"}
+                print(f"warning: could not profile the GPU-busy share: {busy['gpu_busy_error']}", file=sys.stderr)
     torch.set_num_threads(threads)
     report: Dict[str, Any] = {
         "environment": environment(device),
@@ -446,7 +452,7 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
         report[key] = c[name]["images_per_s"] if name in c else None
     report["data_wait_share"] = c["fit_ffcv"]["between_steps_share"] if "fit_ffcv" in c else None
     report.update(busy)
-    if busy and report["fit_images_per_s"]:
+    if busy.get("gpu_busy_share") is not None and report["fit_images_per_s"]:
         report["fit_gpu_busy_share"] = min(1.0, busy["kernel_ms_per_step"] / 1e3 * report["fit_images_per_s"] / args.batch_size)
     report["verdicts"] = verdicts(report)
     print(format_report(report))
