@@ -164,11 +164,19 @@ class ImageClassifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self._eval_forward(images)
 
-    def on_fit_start(self) -> None:
+    def check_device(self, device: torch.device) -> None:
+        """Refuse settings that cannot run on ``device`` (CUDA graphs off CUDA).
+
+        Raises:
+            ValueError: naming the setting.
+        """
         mode = self.hparams.compile_mode
-        if mode in _CUDA_GRAPH_MODES and self.device.type != "cuda":
+        if mode in _CUDA_GRAPH_MODES and device.type != "cuda":
             raise ValueError(f"model.compile_mode={mode!r} captures CUDA graphs and needs a CUDA device "
-                             f"(this run trains on {self.device.type}); use model.compile_mode=default")
+                             f"(this run trains on {device.type}); use model.compile_mode=default")
+
+    def on_fit_start(self) -> None:
+        self.check_device(self.device)
 
     def training_step(self, batch: Tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, targets = batch

@@ -95,3 +95,19 @@ def test_progressive_resizing_bounds_the_compiled_graphs(tmp_path) -> None:
     with pytest.raises(ValueError, match="ProgressiveResizing: 9 training resolutions"):
         fine.on_fit_start(trainer, _module(compile=True))
     fine.on_fit_start(trainer, _module())  # eager: any number of resolutions
+
+
+def test_cli_refuses_cuda_graphs_on_cpu_in_one_line(demo_root, tmp_path, monkeypatch, capsys) -> None:
+    """`fit` with compile_mode=reduce-overhead on a CPU stops before training with one line naming the key."""
+    from conftest import REPO
+    from shufflenet_pl.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(["fit", "--config", str(REPO / "configs" / "experiment" / "demo.yaml"), "--no-wandb",
+                   "--model.compile", "true", "--model.compile_mode", "reduce-overhead", "--trainer.accelerator", "cpu",
+                   "--trainer.max_steps", "1", "--data.class_path", "shufflenet_pl.data.ImageFolderDataModule",
+                   "--data.init_args.root", str(demo_root), "--data.init_args.demo", "false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: model.compile_mode='reduce-overhead' captures CUDA graphs" in err and "Traceback" not in err
