@@ -344,6 +344,23 @@ class ProgressiveResizing(L.Callback):
             )
         datamodule.set_train_resolution(self.resolution(trainer.current_epoch))
 
+    def training_resolutions(self, max_epochs: int) -> List[int]:
+        """The distinct training resolutions of a run of ``max_epochs`` epochs, in order."""
+        return list(dict.fromkeys(self.resolution(epoch) for epoch in range(max(max_epochs, 1))))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A compiled step keeps one static graph per resolution; torch recompiles a function at most
+        # recompile_limit times, after which it silently falls back to eager.
+        if not getattr(pl_module, "hparams", {}).get("compile", False) or not trainer.max_epochs or trainer.max_epochs < 0:
+            return
+        import torch._dynamo
+
+        limit = getattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.cache_size_limit)
+        resolutions = self.training_resolutions(trainer.max_epochs)
+        if len(resolutions) > limit:
+            raise ValueError(f"ProgressiveResizing: {len(resolutions)} training resolutions ({resolutions[0]}..{resolutions[-1]}) "
+                             f"need one compiled graph each, more than torch's limit of {limit}; raise `multiple` or narrow min_res..max_res")
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(trainer)
 

@@ -76,6 +76,12 @@ class ShuffleNetCLI(LightningCLI):
                 for choice in action._choices_actions:
                     choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
+    def before_fit(self) -> None:
+        try:  # a setting the chosen device cannot run: one line before any work, not a traceback from fit
+            self.model.check_device(self.trainer.strategy.root_device)
+        except ValueError as err:
+            self.parser.exit(2, f"error: {err}\n")
+
     def before_predict(self) -> None:
         if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())

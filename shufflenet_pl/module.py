@@ -2,11 +2,11 @@
 
 Cross-entropy with label smoothing, SGD with per-step LR schedules, no weight decay on BatchNorm
 and bias parameters, top-1/top-5 accuracy from torchmetrics, optional channels_last,
-``torch.compile`` and an EMA of the weights.
+``torch.compile`` (optionally captured as CUDA graphs) and an EMA of the weights.
 """
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -15,9 +15,18 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
+from .data.common import normalize_on_device
 from .schedules import LRSchedule, lr_factor
 
-__all__ = ["ImageClassifier", "split_weight_decay_params"]
+__all__ = ["COMPILE_MODES", "OPTIMIZER_IMPLS", "ImageClassifier", "split_weight_decay_params"]
+
+# torch.compile modes: ``reduce-overhead`` and ``max-autotune`` capture the compiled step as CUDA
+# graphs (one replay instead of hundreds of kernel launches); ``max-autotune-no-cudagraphs`` only tunes.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# How SGD updates the parameters: ``fused`` (a few multi-tensor kernels), ``foreach`` (grouped ops),
+# ``for-loop`` (one op per tensor); ``auto`` is fused on CUDA and torch's default elsewhere.
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 def split_weight_decay_params(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -50,7 +59,12 @@ class ImageClassifier(L.LightningModule):
         milestones: epochs at which the ``step`` schedule multiplies the LR by ``gamma``.
         gamma: decay factor of the ``step`` schedule.
         channels_last: train and evaluate in NHWC memory format (faster with AMP on GPUs).
-        compile: ``torch.compile`` the network (state-dict names are unchanged).
+        compile: ``torch.compile`` the training step (input normalisation, network and loss as one
+            region, static shapes: one graph per training resolution) and the evaluation forward
+            (state-dict names are unchanged).
+        compile_mode: ``torch.compile`` mode of the training step, one of :data:`COMPILE_MODES`;
+            ``reduce-overhead`` (CUDA graphs) needs a CUDA device and whole batches.
+        optimizer_impl: SGD implementation, one of :data:`OPTIMIZER_IMPLS`.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g.
             0.9999) and validate/test with it; ``None`` turns it off.
     """
@@ -70,6 +84,8 @@ class ImageClassifier(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         ema_decay: Optional[float] = None,
+        compile_mode: str = "default",
+        optimizer_impl: str = "auto",
     ) -> None:
         super().__init__()
         for key, value, ok in [
@@ -86,6 +102,12 @@ class ImageClassifier(L.LightningModule):
             raise ValueError("model.nesterov=true needs model.momentum > 0")
         if schedule not in ("cosine", "linear", "step", "constant"):
             raise ValueError(f"model.schedule={schedule!r}: choose cosine, linear, step or constant")
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"model.compile_mode={compile_mode!r}: choose {', '.join(COMPILE_MODES)}")
+        if compile_mode != "default" and not compile:
+            raise ValueError(f"model.compile_mode={compile_mode!r} needs model.compile=true")
+        if optimizer_impl not in OPTIMIZER_IMPLS:
+            raise ValueError(f"model.optimizer_impl={optimizer_impl!r}: choose {', '.join(OPTIMIZER_IMPLS)}")
         self.save_hyperparameters(ignore=["model"])
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -100,8 +122,14 @@ class ImageClassifier(L.LightningModule):
         self.ema_model: Optional[AveragedModel] = None
         if ema_decay is not None:
             self.ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+        self._train_loss: Callable[[Tensor, Tensor], Tensor] = self._loss
+        self._eval_forward: Callable[[Tensor], Tensor] = self._forward
         if compile:
-            self.model.compile()  # in place: parameter and state-dict names stay the same
+            # Compiled functions around the unchanged modules: parameter and state-dict names stay the same.
+            # dynamic=False: whole batches have one shape per resolution, so each resolution gets its own
+            # static graph (CUDA graphs need that) instead of a slower shape-generic one.
+            self._train_loss = torch.compile(self._loss, mode=compile_mode, dynamic=False)
+            self._eval_forward = torch.compile(self._forward)  # last eval batches differ in size: default mode
 
     @staticmethod
     def _infer_num_classes(model: nn.Module) -> int:
@@ -120,14 +148,44 @@ class ImageClassifier(L.LightningModule):
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def _normalize(self, images: Tensor) -> Tensor:
+        # uint8 batches (a loader that leaves normalisation to the device) are normalised here, inside
+        # the compiled region, where it fuses into the first convolution's input.
+        if images.dtype == torch.uint8:
+            return normalize_on_device(images)
+        return images
+
+    def _forward(self, images: Tensor) -> Tensor:
+        return self.eval_model(self._prepare(self._normalize(images)))
+
+    def _loss(self, images: Tensor, targets: Tensor) -> Tensor:
+        return self.criterion(self.model(self._prepare(self._normalize(images))), targets)
+
     def forward(self, images: Tensor) -> Tensor:
-        return self.eval_model(self._prepare(images))
+        return self._eval_forward(images)
+
+    def check_device(self, device: torch.device) -> None:
+        """Refuse settings that cannot run on ``device`` (CUDA graphs off CUDA).
+
+        Raises:
+            ValueError: naming the setting.
+        """
+        mode = self.hparams.compile_mode
+        if mode in _CUDA_GRAPH_MODES and device.type != "cuda":
+            raise ValueError(f"model.compile_mode={mode!r} captures CUDA graphs and needs a CUDA device "
+                             f"(this run trains on {device.type}); use model.compile_mode=default")
+
+    def on_fit_start(self) -> None:
+        self.check_device(self.device)
 
     def training_step(self, batch: Tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, targets = batch
-        logits = self.model(self._prepare(images))
-        loss = self.criterion(logits, targets)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if self.hparams.compile_mode in _CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused now
+        loss = self._train_loss(images, targets)
+        # A CUDA graph overwrites its output on the next replay: log a copy, not the graph's own tensor.
+        logged = loss.detach().clone() if self.hparams.compile_mode in _CUDA_GRAPH_MODES else loss
+        self.log("train/loss", logged, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
@@ -159,11 +217,22 @@ class ImageClassifier(L.LightningModule):
         top_probs, top_classes = probs.topk(min(5, self.num_classes), dim=1)
         return {"classes": top_classes, "probs": top_probs}
 
+    def build_optimizer(self, device: Optional[torch.device] = None) -> torch.optim.SGD:
+        """SGD over the weight-decay groups in the implementation ``optimizer_impl`` picks for
+        ``device`` (default: the module's): ``auto`` is fused on CUDA, torch's default elsewhere."""
+        hp = self.hparams
+        device_type = (device or self.device).type
+        impl = hp.optimizer_impl
+        if impl == "auto":
+            impl = "fused" if device_type == "cuda" else "default"
+        flags: Dict[str, Any] = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}.get(impl, {})
+        return torch.optim.SGD(
+            split_weight_decay_params(self.model, hp.weight_decay), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, **flags
+        )
+
     def configure_optimizers(self) -> Dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            split_weight_decay_params(self.model, hp.weight_decay), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
-        )
+        optimizer = self.build_optimizer()
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = self._steps_per_epoch(total_steps)
         warmup_steps = min(total_steps, round(hp.warmup_epochs * steps_per_epoch))

@@ -17,6 +17,7 @@ TOOLS: Dict[str, Tuple[str, str]] = {
     "plot": ("shufflenet_pl.tracking.plot:plot_main", "draw a run's accuracy and throughput curves to PNG (W&B offline files or metrics.csv)"),
     "dashboard": ("shufflenet_pl.tracking.dashboard:dashboard_main", "build (and with a W&B key, save) a workspace with accuracy and throughput side by side"),
     "bench": ("benchmarks.model_throughput:main", "time our model against torchvision's per width and setting: table, JSON, speedup and speed-vs-FLOPs PNGs"),
+    "bench-train": ("benchmarks.train_throughput:main", "training images/s end to end: fit (FFCV, ImageFolder) vs model-only vs torchvision's loop; JSON"),
     "guidelines": ("benchmarks.guidelines:main", "the paper's Tables 1-4 (guidelines G1-G4) timed on this device: tables, JSON, PNG"),
 }
 
