@@ -50,6 +50,10 @@ class TrainingJob:
         max_failures: times a SLURM job requeues itself when a rank died (a lost peer); 0: never.
     """
 
+    # Class-level default: a job pickled by an earlier version (submitit re-reads the pickle at each
+    # requeue) has no such attribute and falls back to it.
+    max_failures: int = 3
+
     def __init__(self, folder: str, wandb_run_id: str, executor: str, max_failures: int = 3) -> None:
         self.folder = folder
         self.wandb_run_id = wandb_run_id
