@@ -441,3 +441,12 @@ def test_loader_workers_outlive_a_sigterm(demo_root: Path) -> None:
     (worker,) = [w.pid for w in batches._workers]
     os.kill(worker, signal.SIGTERM)
     assert sum(1 for _ in batches) == len(loader) - 1  # no "worker killed by signal: Terminated"
+
+
+def test_a_job_pickled_before_max_failures_existed_still_has_it() -> None:
+    import pickle
+
+    job = TrainingJob("/tmp/job", "run-id", "slurm", max_failures=5)
+    assert pickle.loads(pickle.dumps(job)).max_failures == 5
+    del job.__dict__["max_failures"]  # what an earlier version pickled
+    assert pickle.loads(pickle.dumps(job)).max_failures == 3
