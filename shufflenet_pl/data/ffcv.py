@@ -14,6 +14,7 @@ FFCV's cupy kernel, so cupy is not needed.
 """
 
 import json
+import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
@@ -319,9 +320,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _stop_on_sigterm(self) -> None:
         # Lightning's SIGTERM handler only sets a flag that its loops read between batches: a wait for a
-        # batch that does not come must end too.
+        # batch that does not come must end too (exit status 143 = 128 + SIGTERM, as the shell reports it).
         if self.trainer is not None and self.trainer.received_sigterm:
-            raise SIGTERMException
+            raise SIGTERMException(128 + signal.SIGTERM)
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
