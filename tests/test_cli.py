@@ -84,6 +84,13 @@ def test_checkpoint_then_validate_gives_the_same_metrics(demo_root: Path, cli_en
     for key in ("val/acc1", "val/acc5", "val/loss"):
         assert float(val[key]) == pytest.approx(float(fit_val[key]), abs=1e-6), key
 
+    test = run_cli(["test", "--config", str(Path(log_dir) / "config.yaml"), *_csv_logger(tmp_path / "test"),
+                    "--ckpt_path", str(ckpt)], cwd=tmp_path, env=cli_env)
+    assert test.returncode == 0, test.stderr[-3000:]
+    tested = _metrics(tmp_path / "test")[-1]
+    for key in ("acc1", "acc5", "loss"):
+        assert float(tested[f"test/{key}"]) == pytest.approx(float(fit_val[f"val/{key}"]), abs=1e-6), key
+
 
 @pytest.mark.slow
 def test_validate_with_imported_torchvision_weights(demo_root: Path, cli_env: dict, tmp_path: Path) -> None:
