@@ -37,7 +37,7 @@ def cli_env(tmp_path: Path) -> dict:
     return env
 
 
-def run_cli(args: list, cwd: Path, env: dict, timeout: float = 600):
+def run_cli(args: list, cwd: Path, env: dict, timeout: float = 900):  # 3x a busy 2-core machine's time
     import subprocess
 
     return subprocess.run(

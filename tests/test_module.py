@@ -88,3 +88,82 @@ def test_last_checkpoint_is_refreshed_when_the_metric_does_not_improve(tmp_path,
     assert last["global_step"] == trainer.global_step == 12
     assert last["epoch"] == 2
     assert Path(checkpoint.best_model_path).name == "best-epoch=0.ckpt"
+
+
+def _fit_one_step(module: ImageClassifier, tmp_path, callbacks=()) -> L.Trainer:
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, callbacks=list(callbacks), default_root_dir=tmp_path)
+    trainer.fit(module, _tiny_loader())
+    return trainer
+
+
+def test_configure_optimizers_keeps_batchnorm_and_bias_out_of_weight_decay(tmp_path) -> None:
+    """The optimizer the Trainer actually steps (not only the helper): every parameter with weight
+    decay is a conv/linear weight; every BatchNorm parameter and bias has none; each parameter once."""
+    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.01, weight_decay=4e-5)
+    trainer = _fit_one_step(module, tmp_path)
+    (optimizer,) = trainer.optimizers
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(decay_of)  # no duplicates
+    assert set(decay_of) == {id(p) for p in module.model.parameters()}
+    no_decay = [p for m in module.model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()]
+    no_decay += [m.bias for m in module.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None]
+    assert no_decay and all(decay_of[id(p)] == 0.0 for p in no_decay)
+    decay = [m.weight for m in module.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(decay_of[id(p)] == 4e-5 for p in decay)
+
+
+def test_training_loss_is_label_smoothed_cross_entropy(tmp_path) -> None:
+    """training_step's loss equals cross-entropy against smoothed targets, computed by hand from the
+    network's logits on the same batch: (1 - eps) * NLL(target) + eps * mean over classes of -log p."""
+    eps = 0.3
+    torch.manual_seed(0)
+    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.01, label_smoothing=eps)
+    with torch.no_grad():  # confident logits: far from uniform, where smoothing changes the loss most
+        module.model.fc.weight.mul_(50)
+    seen = {}
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            images, targets = batch
+            with torch.no_grad():  # the pre-step weights, in train mode as the step uses them
+                log_p = pl_module.model(images).log_softmax(dim=1)
+            nll = -log_p.gather(1, targets[:, None]).squeeze(1)
+            seen["smoothed"] = ((1 - eps) * nll + eps * -log_p.mean(dim=1)).mean().item()
+            seen["plain"] = nll.mean().item()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen["loss"] = float(outputs["loss"])
+
+    _fit_one_step(module, tmp_path, [Record()])
+    assert abs(seen["smoothed"] - seen["plain"]) > 1e-2  # the test can tell the two apart
+    assert seen["loss"] == pytest.approx(seen["smoothed"], rel=1e-5)
+
+
+def test_validation_uses_the_ema_weights(tmp_path) -> None:
+    """With EMA on, validation's logits come from the EMA copy: make it differ from the raw weights
+    and compare the logged val/loss and val/acc1 with both, computed by hand."""
+    torch.manual_seed(0)
+    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), ema_decay=0.9)
+    with torch.no_grad():  # another classifier head in the EMA copy
+        module.ema_model.module.fc.weight.normal_(0, 0.05)
+        module.ema_model.module.fc.bias.normal_(0, 3.0)
+    loader = _tiny_loader()
+
+    def metrics(network: nn.Module) -> tuple:
+        network.eval()
+        with torch.no_grad():
+            logits = torch.cat([network(x) for x, _ in loader])
+        targets = torch.cat([y for _, y in loader])
+        return (nn.functional.cross_entropy(logits, targets).item(),
+                (logits.argmax(1) == targets).float().mean().item())
+
+    ema_loss, ema_acc1 = metrics(module.ema_model.module)
+    raw_loss, _ = metrics(module.model)
+    assert abs(ema_loss - raw_loss) > 0.1, (ema_loss, raw_loss)  # the test can tell the two apart
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    (result,) = trainer.validate(module, loader, verbose=False)
+    assert result["val/loss"] == pytest.approx(ema_loss, rel=1e-4)
+    assert result["val/acc1"] == pytest.approx(ema_acc1, abs=1e-6)

@@ -14,12 +14,14 @@ FFCV's cupy kernel, so cupy is not needed.
 """
 
 import json
+import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor, nn
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
@@ -34,6 +36,8 @@ try:
     from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
     from ffcv.traversal_order.quasi_random import generate_order_inner
     from ffcv.traversal_order.base import TraversalOrder
+
+    from .ffcv_epoch import start_epoch
 except ImportError as _error:  # pragma: no cover - exercised on machines without ffcv
     _FFCV_IMPORT_ERROR: Optional[ImportError] = _error
     TraversalOrder = object  # type: ignore[assignment,misc]
@@ -310,7 +314,15 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _play(self, loader: "Loader", samples: np.ndarray) -> Iterator[Tuple[Tensor, Tensor]]:
         loader.traversal_order.plan = samples.astype(np.uint64)
-        return iter(loader)
+        # Not iter(loader): a failing loader thread must raise here, not hang; inference mode (validate,
+        # test, predict) must not make the epoch's buffers inference tensors (see ffcv_epoch).
+        return start_epoch(loader, interrupt=self._stop_on_sigterm)
+
+    def _stop_on_sigterm(self) -> None:
+        # Lightning's SIGTERM handler only sets a flag that its loops read between batches: a wait for a
+        # batch that does not come must end too (exit status 143 = 128 + SIGTERM, as the shell reports it).
+        if self.trainer is not None and self.trainer.received_sigterm:
+            raise SIGTERMException(128 + signal.SIGTERM)
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
