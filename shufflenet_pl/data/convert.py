@@ -190,7 +190,7 @@ class _Source:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
-        if self._guarded_pid != os.getpid():  # first sample in this writer process (FFCV's, forked)
+        if self._guarded_pid != os.getpid() and os.getpid() != self.parent_pid:  # first sample in an FFCV writer process
             die_with_parent(self.parent_pid)
             self._guarded_pid = os.getpid()
         path, label = self.samples[index]
