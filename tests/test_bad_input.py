@@ -287,17 +287,17 @@ def test_convert_quiet_prints_no_bars_and_stores_exif_upright(tmp_path: Path, cl
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
 def test_kill_9_of_convert_leaves_no_writer_and_the_next_run_removes_its_temporary(tmp_path: Path, cli_env: dict) -> None:
     pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
-    # Enough re-encoding work (large noisy JPEGs at quality 100; hard links, so making them is instant) that
-    # the writer is still busy when it is killed.
+    # Enough decoding work (800 large noisy JPEGs; hard links, so making them is instant) that the writer is
+    # still busy when it is killed; stored downscaled (--max-side), so the .beton stays small.
     split = tmp_path / "src" / "train"
-    _jpeg(split / "a_cls" / "0.jpg", height=768, width=768)
+    _jpeg(split / "a_cls" / "0.jpg", height=1536, width=1536)
     for c in ("a_cls", "b_cls"):
         (split / c).mkdir(parents=True, exist_ok=True)
         for i in range(1, 400):
             os.link(split / "a_cls" / "0.jpg", split / c / f"{i}.jpg")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "shufflenet_pl.cli", "convert", str(tmp_path / "src"), str(out), "--splits", "train",
-               "--workers", "2", "--quality", "100", "--quiet"]
+               "--workers", "2", "--max-side", "64", "--quiet"]
     convert = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     writers: List[int] = []
