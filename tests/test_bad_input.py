@@ -101,7 +101,7 @@ def test_state_dict_mismatch_names_both_widths() -> None:
     small, large = shufflenet_v2_x0_5(num_classes=10), shufflenet_v2_x1_0(num_classes=10)
     assert state_dict_mismatch("x", small.state_dict(), shufflenet_v2_x0_5(num_classes=10)) is None
     message = state_dict_mismatch("checkpoint c.ckpt", small.state_dict(), large)
-    assert message == ("checkpoint c.ckpt holds ShuffleNet V2 0.5x (configs/model/x0_5.yaml), 10 classes, but the config "
+    assert message == ("checkpoint c.ckpt does not fit the model: it holds ShuffleNet V2 0.5x (configs/model/x0_5.yaml), 10 classes, but the config "
                        "builds ShuffleNet V2 1.0x (configs/model/x1_0.yaml), 10 classes; use the model config the "
                        "weights were trained with")
     classes = state_dict_mismatch("w", shufflenet_v2_x0_5(num_classes=7).state_dict(), small)
@@ -121,7 +121,7 @@ def test_checkpoint_and_weights_of_another_width_or_no_file_are_one_line(demo_ro
                 "pytorch-lightning_version": lightning.__version__}, ckpt)
     validate = run_cli(["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--ckpt_path", str(ckpt)],
                        cwd=tmp_path, env=cli_env)
-    _one_line_error(validate, f"checkpoint {ckpt} holds ShuffleNet V2 0.5x", "builds ShuffleNet V2 1.0x")
+    _one_line_error(validate, f"checkpoint {ckpt} does not fit the model: it holds ShuffleNet V2 0.5x", "builds ShuffleNet V2 1.0x")
     assert "size mismatch" not in validate.stderr
 
     weights = run_cli(["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--weights", str(ckpt)],

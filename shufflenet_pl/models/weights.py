@@ -48,7 +48,7 @@ def state_dict_mismatch(source: str, state_dict: Mapping[str, Tensor], model: nn
     same_shapes = all(isinstance(theirs.get(k), Tensor) and theirs[k].shape == v.shape for k, v in own.items())
     if same_shapes and set(theirs) == set(own):
         return None
-    return (f"{source} holds {describe_state_dict(theirs, prefix)}, but the config builds "
+    return (f"{source} does not fit the model: it holds {describe_state_dict(theirs, prefix)}, but the config builds "
             f"{describe_state_dict(own, prefix)}; use the model config the weights were trained with")
 
 
