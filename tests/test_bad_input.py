@@ -54,6 +54,7 @@ def _one_line_error(result: subprocess.CompletedProcess, *parts: str) -> str:
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
+    assert result.stderr.rstrip().splitlines()[-1] == errors[0], result.stderr[-3000:]  # nothing follows it
     for part in parts:
         assert part in errors[0], errors[0]
     return errors[0]

@@ -65,7 +65,8 @@ def load_state_dict_file(path: Union[str, Path]) -> Dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors come in many types
-        raise ValueError(f"{path} is not a state-dict file torch.load(weights_only=True) can read: {err}") from err
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch's message runs to many lines
+        raise ValueError(f"{path} is not a state-dict file torch.load(weights_only=True) can read: {reason}") from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
