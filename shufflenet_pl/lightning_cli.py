@@ -43,6 +43,20 @@ def _explicit_num_classes(network: Any) -> Optional[int]:
     return None if value == default else value
 
 
+def _input_error(err: BaseException) -> BaseException:
+    """The :class:`InputError` or ``FileNotFoundError`` that ``err`` was raised from, if any: jsonargparse
+    wraps an error raised while instantiating a class (a truncated file, an empty class folder) in a
+    many-line "Does not validate against any of the Union subtypes" message; the user needs its cause."""
+    found, seen = err, set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (InputError, FileNotFoundError)):
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+    return found
+
+
 class ShuffleNetCLI(LightningCLI):
     """LightningCLI with the model's class count linked to the data, and ``--weights``."""
 
@@ -77,7 +91,7 @@ class ShuffleNetCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, FileExistsError) as err:
             # Bad values in the config: a one-line message that names the key, not a traceback.
-            self.parser.exit(2, f"error: {err}\n")
+            self.parser.exit(2, f"error: {_input_error(err)}\n")
         requested, found = self._requested_num_classes, getattr(self.datamodule, "num_classes", None)
         if requested is not None and found is not None and requested != found:
             self.parser.exit(2, f"error: model.model.init_args.num_classes={requested}, but the data has {found} classes; "

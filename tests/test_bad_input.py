@@ -94,6 +94,18 @@ def test_truncated_beton_is_named_before_training(tiny_betons: Path, tmp_path: P
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
+def test_truncated_beton_is_one_line_on_the_command_line(tiny_betons: Path, cli_env: dict, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_betons, root)
+    beton = root / "val.beton"
+    beton.write_bytes(beton.read_bytes()[: beton.stat().st_size // 2])
+    result = run_cli(["validate", "--config", DEMO, "--data.init_args.root", str(root), "--data.init_args.demo", "false",
+                      "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "1", "--no-wandb"],
+                     cwd=tmp_path, env=cli_env)
+    _one_line_error(result, f"{beton} is truncated")
+
+
 # --- widths: checkpoints and --weights ----------------------------------------------------------------
 def test_state_dict_mismatch_names_both_widths() -> None:
     from shufflenet_pl.models import shufflenet_v2_x0_5, shufflenet_v2_x1_0
