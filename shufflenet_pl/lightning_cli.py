@@ -3,12 +3,15 @@
 Lightning."""
 
 import argparse
+import importlib
+import inspect
 from typing import Any, List, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import PredictionWriter
+from .data.common import InputError, per_device_batch_size
 from .tools import tools_epilog
 from .module import ImageClassifier
 from .quiet import make_trainer_quiet, silence_third_party_noise
@@ -23,6 +26,35 @@ SUBCOMMAND_HELP = {
     "test": "evaluate once more on the held-out images (the validation set: ImageNet publishes no test labels)",
     "predict": "write top-5 predictions for the validation images to predictions.csv",
 }
+
+
+def _explicit_num_classes(network: Any) -> Optional[int]:
+    """``num_classes`` of the network's config (``class_path`` + ``init_args``) unless it is the
+    class's own default (which jsonargparse fills in whether or not the user gave it)."""
+    init_args = getattr(network, "init_args", None)
+    value = getattr(init_args, "num_classes", None) if init_args is not None else None
+    if not isinstance(value, int):
+        return None
+    try:
+        module, _, name = str(network.class_path).rpartition(".")
+        default = inspect.signature(getattr(importlib.import_module(module), name)).parameters["num_classes"].default
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return value
+    return None if value == default else value
+
+
+def _input_error(err: BaseException) -> BaseException:
+    """The :class:`InputError` or ``FileNotFoundError`` that ``err`` was raised from, if any: jsonargparse
+    wraps an error raised while instantiating a class (a truncated file, an empty class folder) in a
+    many-line "Does not validate against any of the Union subtypes" message; the user needs its cause."""
+    found, seen = err, set()
+    cause: Optional[BaseException] = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (InputError, FileNotFoundError)):
+            found = cause
+        cause = cause.__cause__ or cause.__context__
+    return found
 
 
 class ShuffleNetCLI(LightningCLI):
@@ -50,22 +82,49 @@ class ShuffleNetCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         if self._get(self.config, "no_wandb"):
             remove_wandb_loggers(self.config.get(str(self.subcommand), self.config).trainer)
+        # The link below overrides the network's class count with the data's: remember a count the user
+        # asked for (one that is not the network's default), to refuse a different one instead of ignoring it.
+        self._requested_num_classes = _explicit_num_classes(self._get(self.config, "model.model", None))
 
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
         except (ValueError, FileNotFoundError, FileExistsError) as err:
             # Bad values in the config: a one-line message that names the key, not a traceback.
-            self.parser.exit(2, f"error: {err}\n")
+            self.parser.exit(2, f"error: {_input_error(err)}\n")
+        requested, found = self._requested_num_classes, getattr(self.datamodule, "num_classes", None)
+        if requested is not None and found is not None and requested != found:
+            self.parser.exit(2, f"error: model.model.init_args.num_classes={requested}, but the data has {found} classes; "
+                                f"the data decides the class count: leave num_classes out (or set data.num_classes)\n")
         apply_cli_defaults(self.trainer, self.subcommand)
         make_trainer_quiet(self.trainer)
         weights = self._get(self.config, "weights")
         if weights:
             from .models.weights import load_torchvision_weights
 
-            load_torchvision_weights(self.model.model, weights)
+            try:
+                load_torchvision_weights(self.model.model, weights)
+            except (ValueError, FileNotFoundError) as err:
+                self.parser.exit(2, f"error: --weights: {err}\n")
             if self.model.ema_model is not None:
                 self.model.ema_model.module.load_state_dict(self.model.model.state_dict())
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except InputError as err:  # a bad file or setting met while running: one line, not a traceback
+            self.parser.exit(2, f"error: {err}\n")
+
+    def _check_batch_divides(self) -> None:
+        """The global batch must divide over all processes: checked here, in the launching process,
+        before DDP starts the others (the datamodule's own check runs in every rank, after the spawn)."""
+        batch_size = getattr(self.datamodule, "batch_size", None)
+        if isinstance(batch_size, int):
+            try:
+                per_device_batch_size(batch_size, self.trainer.world_size)
+            except InputError as err:
+                nodes, devices = self.trainer.num_nodes, self.trainer.world_size // max(1, self.trainer.num_nodes)
+                self.parser.exit(2, f"error: {err} ({nodes} node(s) x {devices} device(s))\n")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)
@@ -76,13 +135,21 @@ class ShuffleNetCLI(LightningCLI):
                 for choice in action._choices_actions:
                     choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
+    def before_validate(self) -> None:
+        self._check_batch_divides()
+
+    def before_test(self) -> None:
+        self._check_batch_divides()
+
     def before_fit(self) -> None:
+        self._check_batch_divides()
         try:  # a setting the chosen device cannot run: one line before any work, not a traceback from fit
             self.model.check_device(self.trainer.strategy.root_device)
         except ValueError as err:
             self.parser.exit(2, f"error: {err}\n")
 
     def before_predict(self) -> None:
+        self._check_batch_divides()
         if not any(isinstance(cb, PredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(PredictionWriter())
 

@@ -15,7 +15,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .data.common import normalize_on_device
+from .data.common import InputError, normalize_on_device
+from .models.weights import state_dict_mismatch
 from .schedules import LRSchedule, lr_factor
 
 __all__ = ["COMPILE_MODES", "OPTIMIZER_IMPLS", "ImageClassifier", "split_weight_decay_params"]
@@ -174,6 +175,15 @@ class ImageClassifier(L.LightningModule):
         if mode in _CUDA_GRAPH_MODES and device.type != "cuda":
             raise ValueError(f"model.compile_mode={mode!r} captures CUDA graphs and needs a CUDA device "
                              f"(this run trains on {device.type}); use model.compile_mode=default")
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Before Lightning loads the weights: a checkpoint of another width or class count is
+        refused in one line that names both networks (not one ``size mismatch`` line per tensor)."""
+        path = self._trainer.ckpt_path if self._trainer is not None else None
+        source = f"checkpoint {path}" if path else "the checkpoint"
+        mismatch = state_dict_mismatch(source, checkpoint.get("state_dict", {}), self.model, prefix="model.")
+        if mismatch is not None:
+            raise InputError(mismatch)
 
     def on_fit_start(self) -> None:
         self.check_device(self.device)

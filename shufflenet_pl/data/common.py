@@ -11,8 +11,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_crop_args", "default_num_workers", "ignore_sigterm", "normalize_on_device",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputError", "check_crop_args", "default_num_workers", "ignore_sigterm", "normalize_on_device",
            "per_device_batch_size", "private_temporary_path"]
+
+class InputError(ValueError):
+    """A problem with the user's files or settings (a truncated ``.beton``, an empty class folder, a
+    checkpoint of another width, a batch that does not divide): the command line reports it as one
+    line (``error: ...``) wherever it is raised, also during ``fit``/``validate``, not as a traceback."""
+
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -23,7 +29,7 @@ def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
     if global_batch_size < 1:
         raise ValueError(f"data.batch_size must be >= 1, got {global_batch_size}")
     if global_batch_size % world_size:
-        raise ValueError(
+        raise InputError(
             f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "
             f"use a multiple of {world_size}"
         )

@@ -4,28 +4,39 @@ Every file is decoded once first (in parallel) so that FFCV's writer never meets
 (its workers would die and its progress loop wait forever): CMYK, grayscale, palette and RGBA
 JPEGs, and PNGs named ``.JPEG``, are converted to RGB; truncated or non-image files are either
 skipped and listed (``--on-error skip``) or stop the run with the full list (``--on-error stop``,
-the default). The ``.beton`` is written under a temporary name and renamed when complete, next to
-a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, skipped files) that makes a
-re-run with the same inputs and settings a no-op, and tells the datamodule the class names.
+the default). JPEG EXIF orientation is applied (as the ImageFolder datamodule does, through the
+same :func:`open_rgb`). A class folder without images is refused, naming it. The ``.beton`` is
+written under a temporary name and renamed when complete, next to a sidecar ``<name>.beton.json``
+(classes, settings, source fingerprint, byte count, skipped files) that makes a re-run with the same
+inputs and settings a no-op, tells the datamodule the class names, and lets it recognise a truncated
+copy (:func:`check_beton_complete`). The writer's worker processes die with the converter (a
+``kill -9`` leaves no orphan writing on), and temporaries of a converter that died are removed by
+the next run.
 """
 
 import argparse
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import signal
+import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from .common import default_num_workers, private_temporary_path
+from .common import InputError, default_num_workers, private_temporary_path
 
-__all__ = ["ConversionResult", "convert_imagefolder", "convert_split", "convert_main", "private_temporary_path", "scan_imagefolder"]
+__all__ = ["ConversionResult", "EmptyClassFolderError", "TruncatedBetonError", "check_beton_complete", "check_class_folders",
+           "convert_imagefolder", "convert_split", "convert_main", "die_with_parent", "load_rgb", "open_rgb",
+           "private_temporary_path", "remove_stale_temporaries", "scan_imagefolder"]
 
 WriteMode = Literal["jpg", "raw", "proportion"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -47,6 +58,39 @@ class UnreadableImagesError(RuntimeError):
     """Some source files cannot be decoded (``on_error="stop"``)."""
 
 
+class EmptyClassFolderError(InputError):
+    """A class folder holds no image files (it would add a class that nothing teaches)."""
+
+
+class TruncatedBetonError(InputError):
+    """A ``.beton`` is shorter than its header or its sidecar says (an interrupted copy)."""
+
+
+def _has_image(folder: Path) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(file.lower().endswith(IMAGE_EXTENSIONS) for file in files):
+            return True
+    return False
+
+
+def check_class_folders(split_dir: Path, classes: Sequence[str]) -> None:
+    """Refuse a split in which an existing class folder holds no image file.
+
+    Both the converter and the ImageFolder datamodule call this, so that an empty folder is one
+    named error everywhere (not a silent extra class, not torchvision's traceback).
+
+    Raises:
+        EmptyClassFolderError: naming the empty folders.
+    """
+    empty = [name for name in classes if (split_dir / name).is_dir() and not _has_image(split_dir / name)]
+    if empty:
+        listed = ", ".join(str(split_dir / name) for name in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise EmptyClassFolderError(
+            f"{len(empty)} class folder(s) hold no image ({', '.join(IMAGE_EXTENSIONS)}): {listed}; "
+            f"remove them or add images (an empty folder would still be a class)"
+        )
+
+
 def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
     """Classes (sorted folder names, or ``classes``) and ``(path, label)`` pairs in sorted order."""
     if not split_dir.is_dir():
@@ -58,6 +102,7 @@ def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -
         classes = found
     elif set(found) - set(classes):
         raise ValueError(f"{split_dir} has class folders that the training split lacks: {sorted(set(found) - set(classes))[:5]}")
+    check_class_folders(split_dir, classes)
     samples: List[Tuple[str, int]] = []
     for label, name in enumerate(classes):
         folder = split_dir / name
@@ -70,20 +115,46 @@ def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -
     return list(classes), samples
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Decode any PIL-readable image to an RGB uint8 array (HWC). CMYK/grayscale/palette/alpha are
-    converted; a truncated file raises ``OSError``."""
+def open_rgb(path: str) -> Image.Image:
+    """Decode any PIL-readable image to an upright RGB PIL image: EXIF orientation is applied (a
+    phone photo stored sideways comes out as shown), CMYK/grayscale/palette are converted, alpha is
+    composited on white; a truncated or non-image file raises ``OSError``. The converter and the
+    ImageFolder datamodule both decode through this, so both see the same pixels."""
     with Image.open(path) as image:
         image.load()  # full decode: truncated data fails here, not later in FFCV's writer
-        if image.mode != "RGB":
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                # Composite on white rather than dropping alpha (which leaves arbitrary colours).
-                background = Image.new("RGB", image.size, (255, 255, 255))
-                background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-                image = background
-            else:
-                image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
+        upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
+        if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
+            # Composite on white rather than dropping alpha (which leaves arbitrary colours).
+            rgba = upright.convert("RGBA")
+            background = Image.new("RGB", rgba.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            return background
+        return upright.convert("RGB")  # a copy even in RGB mode: valid after the file is closed
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """:func:`open_rgb` as an RGB uint8 array (HWC)."""
+    return np.asarray(open_rgb(path), dtype=np.uint8)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: Optional[int] = None) -> None:
+    """In a worker process: be killed when the parent dies, even by ``kill -9`` (Linux's
+    ``PR_SET_PDEATHSIG``), so that no orphan goes on writing. ``parent_pid`` (the parent's pid as
+    the parent saw it) catches a parent that died before this call."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: no parent-death signal
+        pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _die_with(parent_pid: int) -> None:
+    die_with_parent(parent_pid)
 
 
 def _check(path: str) -> Optional[str]:
@@ -96,12 +167,12 @@ def _check(path: str) -> Optional[str]:
     return None
 
 
-def _check_all(paths: Sequence[str], num_workers: int, desc: str, progress: bool) -> List[Optional[str]]:
+def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: bool) -> List[Optional[str]]:
     bar_kwargs = dict(total=len(paths), desc=desc, unit="img", disable=not progress,
                       mininterval=0.1 if sys.stderr.isatty() else 10)
     if num_workers <= 1:
         return [_check(p) for p in tqdm(paths, **bar_kwargs)]
-    with ProcessPoolExecutor(num_workers) as pool:
+    with ProcessPoolExecutor(num_workers, initializer=_die_with, initargs=(os.getpid(),)) as pool:
         return list(tqdm(pool.map(_check, paths, chunksize=64), **bar_kwargs))
 
 
@@ -112,14 +183,101 @@ class _Source:
     def __init__(self, samples: Sequence[Tuple[str, int]], seed: int) -> None:
         self.samples = list(samples)
         self.seed = seed
+        self.parent_pid = os.getpid()
+        self._guarded_pid: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
+        if self._guarded_pid != os.getpid() and os.getpid() != self.parent_pid:  # first sample in an FFCV writer process
+            die_with_parent(self.parent_pid)
+            self._guarded_pid = os.getpid()
         path, label = self.samples[index]
         np.random.seed((self.seed * 1_000_003 + index) % 2**32)
         return load_rgb(path), label
+
+
+def _temporary_owner(path: Path, name: str) -> Optional[Tuple[str, int]]:
+    """``(host, pid)`` of a :func:`private_temporary_path` of ``name``, or ``None``."""
+    prefix = f".{name}.tmp-"
+    if not path.name.startswith(prefix):
+        return None
+    host, _, pid = path.name[len(prefix):].rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> List[Path]:
+    """Remove the temporaries of ``target`` (and of its sidecar) that a converter on this host left
+    when it died (its pid no longer runs); returns them. Temporaries of a converter that still runs
+    are left alone, and those of other hosts are reported on stderr (their process may still run)."""
+    removed: List[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    host = socket.gethostname()
+    for name in (target.name, target.name + ".json"):
+        for path in sorted(target.parent.glob(f".{name}.tmp-*")):
+            owner = _temporary_owner(path, name)
+            if owner is None:
+                continue
+            if owner[0] != host:
+                print(f"warning: {path} was left by a converter on {owner[0]}; remove it if that one has ended",
+                      file=sys.stderr)
+            elif not _alive(owner[1]):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def check_beton_complete(beton: Path) -> None:
+    """Refuse a ``.beton`` that is shorter than it should be, in a few reads and before any loader
+    starts: its byte count must equal the one its sidecar ``<name>.beton.json`` records, and the
+    file must hold the allocation table that its header points to (FFCV writes that last).
+
+    Raises:
+        TruncatedBetonError: naming the file and both sizes.
+    """
+    from ffcv.types import ALLOC_TABLE_TYPE, HeaderType
+
+    size = beton.stat().st_size
+    sidecar = beton.with_name(beton.name + ".json")
+    fix = f"write it again (shufflenet-pl convert ... --force) or copy it again"
+    if sidecar.is_file():
+        recorded = json.loads(sidecar.read_text()).get("bytes")
+        if recorded is not None and recorded != size:
+            state = "truncated" if size < recorded else "longer than written"
+            raise TruncatedBetonError(f"{beton} is {state}: {size} bytes, but {sidecar.name} records {recorded}; {fix}")
+    if size < HeaderType.itemsize:
+        raise TruncatedBetonError(f"{beton} is truncated: {size} bytes, shorter than an FFCV header; {fix}")
+    header = np.fromfile(beton, dtype=HeaderType, count=1)[0]
+    table_end = int(header["alloc_table_ptr"]) + (ALLOC_TABLE_TYPE.itemsize if int(header["num_samples"]) else 0)
+    if size < table_end:
+        raise TruncatedBetonError(f"{beton} is truncated: {size} bytes, but its header places data up to byte "
+                                  f"{table_end}; {fix}")
+
+
+@contextlib.contextmanager
+def _ffcv_progress(show: bool) -> Iterator[None]:
+    """FFCV's writer draws its own tqdm bar (it takes no option to hide it): hidden unless ``show``."""
+    import ffcv.writer
+
+    original = ffcv.writer.tqdm
+    if not show:
+        ffcv.writer.tqdm = lambda *args, **kwargs: original(*args, **{**kwargs, "disable": True})
+    try:
+        yield
+    finally:
+        ffcv.writer.tqdm = original
 
 
 def _fingerprint(samples: Sequence[Tuple[str, int]], root: Path) -> str:
@@ -194,16 +352,19 @@ def convert_split(
         "format": _FORMAT_VERSION, "write_mode": write_mode, "max_side": max_side, "jpeg_quality": jpeg_quality,
         "compress_probability": compress_probability if write_mode == "proportion" else None,
         "limit": limit, "seed": seed, "on_error": on_error,
+        "exif_transpose": True,  # files written before EXIF orientation was applied are rewritten
     }
     fingerprint = _fingerprint(samples, split_dir)
     sidecar = beton.with_name(beton.name + ".json")
+    for stale in remove_stale_temporaries(beton):
+        print(f"removed {stale}, left by a converter that was killed", file=sys.stderr)
     if not force and sidecar.is_file() and beton.is_file():
         info = json.loads(sidecar.read_text())
         if (info.get("settings") == settings and info.get("source_fingerprint") == fingerprint
                 and info.get("classes") == class_names and info.get("bytes") == beton.stat().st_size):
             return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
 
-    failures = _check_all([p for p, _ in samples], num_workers, f"check {split_dir.name}", progress)
+    failures = check_images([p for p, _ in samples], num_workers, f"check {split_dir.name}", progress)
     skipped = [(path, reason) for (path, _), reason in zip(samples, failures) if reason is not None]
     if skipped and on_error == "stop":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
@@ -231,7 +392,8 @@ def convert_split(
         }
         if progress:
             print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
-        DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(_Source(good, seed), chunksize=64)
+        with _ffcv_progress(progress):
+            DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(_Source(good, seed), chunksize=64)
         info = {
             "classes": class_names, "num_images": len(good), "settings": settings,
             "source": str(split_dir.resolve()), "source_fingerprint": fingerprint, "bytes": tmp.stat().st_size,
@@ -296,7 +458,7 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
             jpeg_quality=args.quality, compress_probability=args.compress_probability, num_workers=args.workers,
             limit=args.limit, on_error=args.on_error, seed=args.seed, force=args.force, progress=not args.quiet,
         )
-    except (FileNotFoundError, ValueError, UnreadableImagesError) as err:
+    except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
         parser.exit(2, f"error: {err}\n")
     for split, result in results.items():
         size = result.beton.stat().st_size / 2**20

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
+from .convert import check_beton_complete
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
@@ -162,6 +163,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self.train_res = train_res
         self.val_res = val_res
         self.classes: List[str] = self._find_classes(num_classes)
+        for beton in (self.train_path, self.val_path):  # a truncated copy: one named error now, not ffcv's later
+            if beton.is_file():
+                check_beton_complete(beton)
         self.train_loader: Optional["Loader"] = None
         self.val_loader: Optional["Loader"] = None
         self._train_decoder: Optional["RandomResizedCropRGBImageDecoder"] = None
@@ -225,6 +229,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             raise FileNotFoundError(
                 f"data.root: {path} does not exist; write it with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`"
             )
+        check_beton_complete(path)
         quasi = self.hparams.order == "quasi_random" and path == self.train_path
         loader = Loader(
             str(path),

@@ -8,11 +8,17 @@ The sample order is :mod:`shufflenet_pl.data.ordering`'s, not Lightning's inject
 ``DistributedSampler``: training order is a pure function of (seed, epoch) sharded over the ranks,
 validation gives every rank a disjoint slice (each image counted once, no padded duplicates), and
 the train loader can be checkpointed and resumed mid-epoch.
+
+Images are decoded by the converter's :func:`~shufflenet_pl.data.convert.open_rgb` (EXIF orientation
+applied, alpha composited on white), so both datamodules see the same pixels. A file that cannot be
+decoded is skipped and reported (``bad_images="skip"``) or refused with the full list before training
+(``bad_images="error"``); an empty class folder is refused, naming it, as the converter does.
 """
 
 import os
+import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import numpy as np
@@ -21,13 +27,42 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
-from .common import (IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, ignore_sigterm, normalize_on_device,
+from .convert import check_images, check_class_folders, open_rgb
+from .common import (IMAGENET_MEAN, IMAGENET_STD, InputError, check_crop_args, default_num_workers, ignore_sigterm, normalize_on_device,
                      per_device_batch_size)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
 
 __all__ = ["ImageFolderDataModule", "SeededAugmentation", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
+
+BadImages = Literal["skip", "error"]
+
+
+class _ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder decoding through :func:`open_rgb`; with ``bad_images="skip"`` a file
+    that cannot be decoded is reported once (per worker) on stderr and replaced by the next readable
+    sample of the split, so that batches keep their size and the run goes on."""
+
+    def __init__(self, root: str, transform: Any, bad_images: BadImages) -> None:
+        super().__init__(root, transform=transform, loader=open_rgb)
+        self.bad_images = bad_images
+        self.reported: set = set()
+
+    def __getitem__(self, index: int) -> Any:
+        for offset in range(len(self.samples)):
+            current = (index + offset) % len(self.samples)
+            try:
+                return super().__getitem__(current)
+            except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+                path = self.samples[current][0]
+                if self.bad_images != "skip":
+                    raise
+                if path not in self.reported:
+                    self.reported.add(path)
+                    print(f"warning: data.bad_images=skip: skipped {path}, which cannot be decoded "
+                          f"({type(err).__name__}: {err})", file=sys.stderr, flush=True)
+        raise OSError(f"data.root: none of the {len(self.samples)} images under {self.root} can be decoded")
 
 class SeededAugmentation(Dataset):
     """``dataset[index]`` with its random augmentation drawn from a seed of ``(seed, epoch, index)``.
@@ -67,6 +102,10 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         drop_last: drop the last incomplete training batch.
         seed: seed of the training order and augmentation: epoch ``e`` always reads the same images
             in the same order with the same crops and flips, which is what makes mid-epoch resume exact.
+        bad_images: files that cannot be decoded: ``skip`` (each is reported on stderr when met and
+            replaced by the next readable image of the split), or ``error`` (every image is decoded
+            once at setup, in ``num_workers`` processes, and the run refused with the list of bad
+            files before training; costs a pass over the data).
     """
 
     def __init__(
@@ -81,9 +120,12 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         crop_scale: Tuple[float, float] = (0.08, 1.0),
         drop_last: bool = True,
         seed: int = 0,
+        bad_images: BadImages = "skip",
     ) -> None:
         super().__init__()
         check_crop_args(train_res, val_res, val_crop_ratio, crop_scale)
+        if bad_images not in ("skip", "error"):
+            raise ValueError(f"data.bad_images must be skip or error, got {bad_images!r}")
         self.save_hyperparameters()
         self.root = Path(root)
         self.batch_size = batch_size
@@ -91,8 +133,11 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self.train_res = train_res
         self.val_res = val_res
         self.classes: List[str] = sorted(DEMO_CLASSES) if demo else self._find_classes(self.root / "train")
-        self.train_set: Optional[datasets.ImageFolder] = None
-        self.val_set: Optional[datasets.ImageFolder] = None
+        if not demo:
+            for split in ("train", "val"):
+                check_class_folders(self.root / split, self.classes)
+        self.train_set: Optional[_ImageFolder] = None
+        self.val_set: Optional[_ImageFolder] = None
         self.rank, self.world_size = 0, 1
 
     @staticmethod
@@ -141,11 +186,26 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self.rank = self.trainer.global_rank if self.trainer is not None else 0
         self.per_device_batch_size = per_device_batch_size(self.batch_size, self.world_size)
         if self.train_set is None:
-            self.train_set = datasets.ImageFolder(str(self.root / "train"), transform=self._train_transform())
-            self.val_set = datasets.ImageFolder(str(self.root / "val"), transform=self._val_transform())
+            for split in ("train", "val"):
+                check_class_folders(self.root / split, self.classes)
+            bad_images = self.hparams.bad_images
+            self.train_set = _ImageFolder(str(self.root / "train"), self._train_transform(), bad_images)
+            self.val_set = _ImageFolder(str(self.root / "val"), self._val_transform(), bad_images)
             for split in (self.train_set, self.val_set):
                 if split.classes != self.classes:
                     raise ValueError(f"data.root: class folders of {split.root} differ from {self.root / 'train'}")
+            if bad_images == "error":
+                self._refuse_bad_images()
+
+    def _refuse_bad_images(self) -> None:
+        """Decode every image once; raise naming the files that cannot be decoded."""
+        paths = [path for split in (self.train_set, self.val_set) for path, _ in split.samples]
+        failures = check_images(paths, max(1, self.num_workers), "check images", progress=False)
+        bad = [(path, reason) for path, reason in zip(paths, failures) if reason is not None]
+        if bad:
+            listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise InputError(f"data.root: {len(bad)} of {len(paths)} images cannot be decoded: {listed}; fix or remove "
+                             f"them, or set data.bad_images=skip to skip them")
 
     def _loader(self, dataset: Dataset, samples: Sequence[int]) -> DataLoader:
         """A DataLoader over ``samples`` of ``dataset``, in that order."""
