@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
+from .jit_cache import pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
@@ -222,7 +223,14 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                 f"data.root: {path} does not exist; write it with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`"
             )
         quasi = self.hparams.order == "quasi_random" and path == self.train_path
-        loader = Loader(
+        with pipeline_cache():  # a second start loads the pipeline's numba code from disk (see jit_cache)
+            loader = self._new_loader(path, image_pipeline, device, quasi)
+        loader.quasi_random_order = loader.traversal_order if quasi else None
+        loader.traversal_order = _PlannedOrder(loader)
+        return loader
+
+    def _new_loader(self, path: Path, image_pipeline: list, device: torch.device, quasi: bool) -> "Loader":
+        return Loader(
             str(path),
             batch_size=self.per_device_batch_size,
             num_workers=self.num_workers,
@@ -234,9 +242,6 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             batches_ahead=self.hparams.batches_ahead,
             pipelines={"image": image_pipeline, "label": self._label_pipeline(device)},
         )
-        loader.quasi_random_order = loader.traversal_order if quasi else None
-        loader.traversal_order = _PlannedOrder(loader)
-        return loader
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
@@ -310,7 +315,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _play(self, loader: "Loader", samples: np.ndarray) -> Iterator[Tuple[Tensor, Tensor]]:
         loader.traversal_order.plan = samples.astype(np.uint64)
-        return iter(loader)
+        with pipeline_cache():
+            return iter(loader)
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
