@@ -42,7 +42,9 @@ def probe(root: Path, workers: int = 2) -> Dict[str, float]:
 
 def start_once(root: Path, cache: Path, workers: int = 2, timeout: float = 600) -> Dict[str, float]:
     """:func:`probe` in a fresh Python process that uses the cache folder ``cache``."""
-    env = dict(os.environ, SHUFFLENET_PL_JIT_CACHE=str(cache))
+    # Both caches in ``cache``: the pipelines' (jit_cache) and numba's own for module-level
+    # ``cache=True`` kernels (shufflenet_pl.data.ffcv_decode), so a first start really compiles all.
+    env = dict(os.environ, SHUFFLENET_PL_JIT_CACHE=str(cache), NUMBA_CACHE_DIR=str(Path(cache) / "kernels"))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     code = (f"import json, sys; from benchmarks.data_startup import probe; "
             f"print('PROBE ' + json.dumps(probe(sys.argv[1], {workers})))")
