@@ -81,3 +81,23 @@ def test_second_start_of_the_pipelines_skips_the_jit(demo_beton_root: Path, tmp_
     assert list(cache.rglob("*.nbi"))
     assert second["warmup_s"] <= 3.0, (first, second)
     assert second["warmup_s"] < first["warmup_s"] / 3, (first, second)
+
+
+def test_index_keeps_the_newest_entries_in_files_of_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct closure (here: a different table) adds an entry with a data file of its own;
+    beyond MAX_ENTRIES the oldest entry and its file go; what is kept still loads."""
+    from ffcv.pipeline.compiler import Compiler
+
+    monkeypatch.setenv(jit_cache.ENV, str(tmp_path))
+    monkeypatch.setattr(jit_cache, "MAX_ENTRIES", 3)
+    with jit_cache.pipeline_cache():
+        for value in range(5):
+            assert Compiler.compile(_closure(np.full(1, float(value)), njit(_add_one)))(1.0) == 2.0 + value
+    (index,) = [p for p in tmp_path.rglob("*.nbi") if "_closure" in p.name]
+    data_files = sorted(index.parent.glob(index.name[:-len(".nbi")] + ".*.nbc"))
+    assert len(data_files) == 3
+    with jit_cache.pipeline_cache():
+        newest = Compiler.compile(_closure(np.full(1, 4.0), njit(_add_one)))
+        oldest = Compiler.compile(_closure(np.full(1, 0.0), njit(_add_one)))
+    assert newest(1.0) == 6.0 and oldest(1.0) == 2.0
+    assert sum(newest.stats.cache_hits.values()) == 1 and sum(oldest.stats.cache_hits.values()) == 0

@@ -29,6 +29,7 @@ import os
 import pickle
 import threading
 import types
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
@@ -38,6 +39,8 @@ import numpy as np
 __all__ = ["cache_dir", "pipeline_cache", "caching_enabled", "caching_compile"]
 
 ENV = "SHUFFLENET_PL_JIT_CACHE"
+#: Newest entries kept per compiled function (one per distinct closure: pipeline settings, sizes).
+MAX_ENTRIES = 16
 _state = threading.local()
 _installed = False
 _original_compile: Optional[Callable] = None
@@ -133,6 +136,27 @@ def _make_cache_class() -> type:
                 warnings.simplefilter("ignore")
                 return super().check_cachable(cres)
 
+    class _IndexFile(caching.IndexDataCacheFile):
+        """numba's index + data files, with two changes for many processes sharing one folder:
+        every entry gets a data file of its own unique name, written before the index names it
+        (numba numbers them, so two processes adding different entries at once can write the same
+        file, and an index entry can then name the other's code), and an index keeps its newest
+        :data:`MAX_ENTRIES` entries (closures that hold per-process values add one each start)."""
+
+        def save(self, key: Any, data: Any) -> None:
+            overloads = self._load_index()
+            replaced = overloads.pop(key, None)
+            name = self._data_name_pattern.replace("{number:d}", uuid.uuid4().hex[:16])
+            self._save_data(name, data)
+            overloads[key] = name
+            dropped = [replaced] if replaced else []
+            while len(overloads) > MAX_ENTRIES:
+                dropped.append(overloads.pop(next(iter(overloads))))
+            self._save_index(overloads)
+            for old in dropped:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._data_path(old))
+
     class PipelineFunctionCache(caching.FunctionCache):
         _impl_class = _Impl
 
@@ -142,6 +166,8 @@ def _make_cache_class() -> type:
                 _fingerprint(cell.cell_contents, digest.update)
             self._closure_digest = digest.hexdigest()
             super().__init__(py_func)
+            self._cache_file = _IndexFile(cache_path=self._cache_path, filename_base=self._impl.filename_base,
+                                          source_stamp=self._impl.locator.get_source_stamp())
 
         def _index_key(self, sig: Any, codegen: Any) -> tuple:
             code = hashlib.sha256()
