@@ -24,10 +24,12 @@ from torch import Tensor, nn
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
-from .jit_cache import pipeline_cache
+from .jit_cache import cache_typed_containers, pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
+
+cache_typed_containers()  # before ffcv's import builds its typed dicts (see jit_cache)
 
 try:
     from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder

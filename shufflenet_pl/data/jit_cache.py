@@ -15,6 +15,9 @@ under :func:`cache_dir`. numba itself checks the source file of each function (a
 its own version and the CPU, so a changed file or another machine compiles afresh. The files are
 written to a temporary name and renamed, so concurrent ranks on one node can share the folder.
 
+:func:`cache_typed_containers` does the same for numba's typed ``Dict`` helpers, which importing
+FFCV compiles (3-5 s of every start before any pipeline exists).
+
 Operations whose code calls a ``ctypes`` function (FFCV's stock JPEG decoders call libffcv through
 ctypes) embed a process-specific address and stay uncached: numba refuses them, silently here.
 
@@ -36,7 +39,7 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-__all__ = ["cache_dir", "pipeline_cache", "caching_enabled", "caching_compile"]
+__all__ = ["cache_dir", "cache_typed_containers", "pipeline_cache", "caching_enabled", "caching_compile"]
 
 ENV = "SHUFFLENET_PL_JIT_CACHE"
 #: Newest entries kept per compiled function (one per distinct closure: pipeline settings, sizes).
@@ -201,6 +204,27 @@ def caching_compile(code: Callable, signature: Any = None) -> Callable:
             dispatcher.compile(sig)
         dispatcher.disable_compile()
     return dispatcher
+
+
+def cache_typed_containers() -> None:
+    """Give numba's typed ``Dict`` helpers the disk cache too. Importing FFCV builds typed dicts
+    (``ffcv.fields.rgb_image.IMAGE_MODES``, its memory managers), which compiles these helpers: 3-5 s of
+    every process start on a small CPU, before any pipeline exists. Call before importing ffcv."""
+    global _cache_class
+    if cache_dir() is None:
+        return
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.registry import CPUDispatcher
+        from numba.typed import typeddict
+
+        if _cache_class is None:
+            _cache_class = _make_cache_class()
+        for helper in vars(typeddict).values():
+            if isinstance(helper, CPUDispatcher) and isinstance(helper._cache, NullCache) and not helper.overloads:
+                helper._cache = _cache_class(helper.py_func)
+    except (ImportError, AttributeError, OSError, RuntimeError, _Uncacheable):  # an other numba: compile as before
+        pass
 
 
 def _install() -> None:
