@@ -1,8 +1,10 @@
-"""Data-loading throughput: FFCV vs torchvision ImageFolder + DataLoader, against the raw
-libjpeg-turbo decode rate of the same JPEGs, all measured in one run on this machine.
+"""Data-loading throughput: our FFCV decode stage vs FFCV's stock pipeline vs torchvision ImageFolder +
+DataLoader, against the raw libjpeg-turbo decode rate of the same JPEGs, all measured in one run on
+this machine.
 
     python benchmarks/data_throughput.py                     # 500 ImageNet-sized JPEGs, 176 px, 2 workers
-    python benchmarks/data_throughput.py --images 1000 --res 160 --batch 128 --workers 8
+    python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 \
+        --json benchmarks/results/cpu-2core/data_throughput.json
 
 Like with like: both pipelines do RandomResizedCrop(res, scale=(0.08, 1)) + horizontal flip and
 return uint8 ``(N, 3, res, res)`` batches (normalisation happens on the device in training, for
@@ -11,18 +13,28 @@ start-up), over ``--epochs`` epochs, with the same batch size and worker count.
 
 Rows:
   torchvision            ImageFolder (PIL decode of the source JPEGs) + DataLoader, persistent workers
-  ffcv <setting>         FFCV Loader over a .beton written with that setting (write mode, max side)
+  ffcv <setting>         FFCV's stock pipeline (RandomResizedCropRGBImageDecoder + RandomHorizontalFlip)
+                         over a .beton written with that setting (write mode, max side)
+  ours <setting>         the FFCV datamodule's decode stage (shufflenet_pl.data.ffcv_decode: seeded box
+                         and flip, only the box decoded at the smallest DCT scale, one resize) in the
+                         same FFCV Loader, same settings
   decode ceiling         libjpeg-turbo (FFCV's own libffcv.imdecode, ``--workers`` threads) decoding
                          exactly the JPEGs that .beton holds, nothing else: what an FFCV epoch cannot beat
-Profile (for the first .beton setting): decode only, decode + crop/resize, + flip, + to NCHW
-tensor, so the time of each step is the difference of two rows; and the JIT warm-up per loader.
+Profile (for the first .beton setting): FFCV stock: decode only, decode + crop/resize, + flip, + to
+NCHW tensor, so the time of each step is the difference of two rows; ours: one thread timing its
+kernels on the same images and boxes (the region decode alone, then decode + resize), the rest
+being the loader's time per image beyond that. JIT warm-up per loader, and with ``--startup`` the
+datamodule's pipeline warm-up in a fresh process, first start vs second start (numba code cached).
 All timed epochs run in interleaved rounds, so load from other processes hits every row alike.
+With ``--workers 1 2`` every first-setting row is measured at each worker count; the headline
+numbers (``--json``) are those of the last count.
 
 The source JPEGs are drawn procedurally at ImageNet's sizes (most 500x375 or 375x500, some
 larger, mean ~110-130 KB at quality 90): same pixel counts and entropy as photos, no download.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -118,6 +130,72 @@ def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "f
         return count
 
     return epoch
+
+
+def ours_epoch(beton: Path, res: int, batch: int, workers: int) -> EpochFn:
+    """One epoch of the datamodule's training decode stage in an FFCV Loader, uint8 NCHW out (the
+    flip happens inside the decode; normalisation on the device, as for the other rows)."""
+    import torch
+    from ffcv.fields.decoders import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor, ToTorchImage
+
+    from shufflenet_pl.data.ffcv_decode import SeededRandomResizedCropDecoder
+    from shufflenet_pl.data.jit_cache import pipeline_cache
+
+    decoder = SeededRandomResizedCropDecoder((res, res), seed=0)
+    image = [decoder, ToTensor(), ToTorchImage(channels_last=False)]
+    with pipeline_cache():
+        loader = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0,
+                        drop_last=True, os_cache=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
+    epochs = [0]
+
+    def epoch() -> int:
+        decoder.epoch = epochs[0]
+        epochs[0] += 1
+        count = 0
+        with pipeline_cache():
+            batches = iter(loader)
+        for images, _ in batches:
+            assert images.dtype == torch.uint8 and images.shape[1:] == (3, res, res)
+            count += len(images)
+        return count
+
+    return epoch
+
+
+def profile_ours(jpegs: Sequence[Tuple[np.ndarray, int, int]], res: int, rounds: int = 3) -> Dict[str, float]:
+    """Milliseconds per image, one thread, of our kernels on the stored JPEGs with the seeded boxes
+    of epoch 0: ``decode`` (libjpeg-turbo on the MCU-aligned region at the chosen DCT scale, flipped)
+    and ``decode_resize`` (the whole decode_box kernel: decode + the one resize into the output)."""
+    from ffcv.libffcv import imdecode
+
+    from shufflenet_pl.data import ffcv_decode as ours
+
+    mode = int(ours._JPG)
+    largest = max(h * w for _, h, w in jpegs)
+    temp, out = np.empty(largest * 3, dtype=np.uint8), np.empty((res, res, 3), dtype=np.uint8)
+    log_ratio = (math.log(3 / 4), math.log(4 / 3))
+    plans = []
+    for index, (data, height, width) in enumerate(jpegs):
+        top, left, h, w, flip = ours.random_crop_box(height, width, 0.08, 1.0, *log_ratio, 0, 0, index)
+        mcu_w, mcu_h = ours.jpeg_mcu_size(data)
+        x, y, region_w, region_h, num, decoder_flip, *_ = ours.decode_plan(height, width, top, left, h, w, flip, res,
+                                                                           res, mcu_w, mcu_h)
+        plans.append((data, height, width, top, left, h, w, flip, x, y, region_w, region_h, num, decoder_flip))
+    seconds = {"decode": 0.0, "decode_resize": 0.0}
+    data, height, width, top, left, h, w, flip, *_ = plans[0]  # compile (or load) the kernel first
+    ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for data, height, width, _, _, _, _, _, x, y, region_w, region_h, num, decoder_flip in plans:
+            imdecode(data, temp, height, width, region_h, region_w, x, y, num, 8, True, decoder_flip)
+        seconds["decode"] += time.perf_counter() - start
+        start = time.perf_counter()
+        for data, height, width, top, left, h, w, flip, *_ in plans:
+            ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
+        seconds["decode_resize"] += time.perf_counter() - start
+    return {name: 1e3 * value / (rounds * len(plans)) for name, value in seconds.items()}
 
 
 def stored_jpegs(beton: Path) -> List[Tuple[np.ndarray, int, int]]:
@@ -222,7 +300,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--images", type=int, default=500, help="JPEGs to draw (default 500)")
     parser.add_argument("--res", type=int, default=176, help="training crop side (default 176)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers / threads for every pipeline (default 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[2],
+                        help="loader workers / threads for every pipeline; several counts measure the first "
+                             "setting's rows at each, the last count is the headline (default 2)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up one (default 3)")
     parser.add_argument("--settings", type=parse_setting, nargs="+",
                         default=[parse_setting(s) for s in ("jpg:320:90", "jpg:256:90", "jpg:500:90", "raw:320")],
@@ -230,39 +310,52 @@ def main(argv: Optional[List[str]] = None) -> None:
                              "(default: jpg:320:90 jpg:256:90 jpg:500:90 raw:320); the first is profiled")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/shufflenet-pl-bench"),
                         help="where the JPEGs and .beton files go (reused across runs)")
+    parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
+    parser.add_argument("--startup", action="store_true",
+                        help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start")
     args = parser.parse_args(argv)
+    if min(args.workers) < 1 or args.images < args.batch or args.epochs < 1:
+        parser.error(f"need --workers >= 1, --epochs >= 1 and --images >= --batch (got workers {args.workers}, "
+                     f"epochs {args.epochs}, images {args.images}, batch {args.batch})")
 
     from shufflenet_pl.data import quiet_numba  # noqa: F401
     from shufflenet_pl.data.convert import convert_split
 
+    headline_workers = args.workers[-1]
     print(f"machine: {os.cpu_count()} CPUs; {args.images} JPEGs, crop {args.res}, batch {args.batch}, "
-          f"{args.workers} workers, {args.epochs} timed epochs after 1 warm-up", flush=True)
+          f"workers {args.workers}, {args.epochs} timed epochs after 1 warm-up", flush=True)
     split = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images)
     sources = source_jpegs(split)
     mean_kb = np.mean([len(d) for d, _, _ in sources]) / 1024
     mean_px = np.mean([h * w for _, h, w in sources])
     print(f"source JPEGs: mean {mean_kb:.0f} KB, {mean_px / 1e3:.0f} kpixels", flush=True)
 
-    pipelines: Dict[str, EpochFn] = {"torchvision": torchvision_epoch(split, args.res, args.batch, args.workers),
-                                      "decode source": decode_epoch(sources, args.workers)}
+    def key(name: str, workers: int) -> str:
+        return name if workers == headline_workers else f"{name} @{workers}w"
+
+    pipelines: Dict[str, EpochFn] = {}
     storage: Dict[str, str] = {"torchvision": f"{mean_kb:.0f} KB/img (source JPEGs)"}
-    names = []
-    for setting in args.settings:
+    names, betons = [], {}
+    for index, setting in enumerate(args.settings):
         name = setting_name(setting)
         beton = args.work_dir / (name.replace(" ", "_") + ".beton")
-        convert_split(split, beton, num_workers=args.workers, progress=False, **setting)
-        pipelines[name] = ffcv_epoch(beton, args.res, args.batch, args.workers)
+        convert_split(split, beton, num_workers=headline_workers, progress=False, **setting)
+        betons[name] = beton
         jpegs = stored_jpegs(beton)
-        if jpegs:
-            pipelines[f"decode {name}"] = decode_epoch(jpegs, args.workers)
-        stored = sum(len(d) for d, _, _ in jpegs) + sum(
-            h * w * 3 for h, w in stored_raw_sizes(beton))
+        stored = sum(len(d) for d, _, _ in jpegs) + sum(h * w * 3 for h, w in stored_raw_sizes(beton))
         storage[name] = f"{stored / 1024 / args.images:.0f} KB/img"
         names.append(name)
+        for workers in (args.workers if index == 0 else [headline_workers]):
+            if index == 0:
+                pipelines[key("torchvision", workers)] = torchvision_epoch(split, args.res, args.batch, workers)
+                pipelines[key("decode source", workers)] = decode_epoch(sources, workers)
+            pipelines[key(f"ffcv {name}", workers)] = ffcv_epoch(beton, args.res, args.batch, workers)
+            pipelines[key(f"ours {name}", workers)] = ours_epoch(beton, args.res, args.batch, workers)
+            if jpegs:
+                pipelines[key(f"decode {name}", workers)] = decode_epoch(jpegs, workers)
     profiled = names[0]
-    profiled_beton = args.work_dir / (profiled.replace(" ", "_") + ".beton")
     for stages in ("crop", "flip"):
-        pipelines[f"profile {stages}"] = ffcv_epoch(profiled_beton, args.res, args.batch, args.workers, stages)
+        pipelines[f"profile {stages}"] = ffcv_epoch(betons[profiled], args.res, args.batch, headline_workers, stages)
 
     warmup, rate = measure(pipelines, args.epochs)
     tv = rate["torchvision"]
@@ -273,18 +366,84 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"{tv / rate['decode source']:.2f} | {warmup['torchvision']:.1f} | {storage['torchvision']} |")
     for name in names:
         ceiling = rate.get(f"decode {name}", math.nan)
-        vs = f"{rate[name] / ceiling:.2f}" if math.isfinite(ceiling) else "n/a (raw)"
-        ceiling_text = f"{ceiling:.0f}" if math.isfinite(ceiling) else "n/a"
-        print(f"| ffcv {name} | {rate[name]:.0f} | {rate[name] / tv:.2f}x | {ceiling_text} | {vs} | "
-              f"{warmup[name]:.1f} | {storage[name]} |")
+        for kind in ("ffcv", "ours"):
+            row = f"{kind} {name}"
+            vs = f"{rate[row] / ceiling:.2f}" if math.isfinite(ceiling) else "n/a (raw)"
+            ceiling_text = f"{ceiling:.0f}" if math.isfinite(ceiling) else "n/a"
+            print(f"| {row} | {rate[row]:.0f} | {rate[row] / tv:.2f}x | {ceiling_text} | {vs} | "
+                  f"{warmup[row]:.1f} | {storage[name]} |")
+
+    ours_name, ffcv_name, ceiling_name = f"ours {profiled}", f"ffcv {profiled}", f"decode {profiled}"
+    report: Dict[str, object] = {
+        "setting": profiled, "images": args.images, "res": args.res, "batch": args.batch, "workers": headline_workers,
+        "epochs": args.epochs, "cpus": os.cpu_count(),
+        "torchvision_images_per_s": tv, "ffcv_images_per_s": rate[ffcv_name], "ours_images_per_s": rate[ours_name],
+        "decode_ceiling_images_per_s": rate.get(ceiling_name),
+        "ffcv_jit_warmup_s": warmup[ffcv_name], "ours_jit_warmup_s": warmup[ours_name],
+        "per_workers": {str(w): {"torchvision_images_per_s": rate[key("torchvision", w)],
+                                 "ffcv_images_per_s": rate[key(ffcv_name, w)],
+                                 "ours_images_per_s": rate[key(ours_name, w)],
+                                 "decode_ceiling_images_per_s": rate.get(key(ceiling_name, w))}
+                        for w in args.workers},
+        "settings": {name: {"ffcv_images_per_s": rate[f"ffcv {name}"], "ours_images_per_s": rate[f"ours {name}"],
+                            "decode_ceiling_images_per_s": rate.get(f"decode {name}"), "stored": storage[name]}
+                     for name in names},
+    }
+    ours_rate = rate[ours_name]
     print()
-    print(f"where the time goes, ffcv {profiled} (steady; per image per worker):")
-    rows = [("decode only (libjpeg-turbo)", rate[f"decode {profiled}"]) if f"decode {profiled}" in rate else None,
+    ceiling = rate.get(ceiling_name)
+    ratios = {"ours_vs_ceiling": ours_rate / ceiling if ceiling else None, "ours_vs_ffcv": ours_rate / rate[ffcv_name],
+              "ours_vs_torchvision": ours_rate / tv}
+    report.update(ratios)
+    print(f"ours, {profiled}, {headline_workers} workers: {ours_rate:.0f} img/s = "
+          + (f"{ratios['ours_vs_ceiling']:.2f}x the full-decode ceiling, " if ceiling else "")
+          + f"{ratios['ours_vs_ffcv']:.2f}x FFCV stock, {ratios['ours_vs_torchvision']:.2f}x torchvision")
+    for w in args.workers[:-1]:
+        row = report["per_workers"][str(w)]  # type: ignore[index]
+        print(f"  at {w} worker(s): ours {row['ours_images_per_s']:.0f}, ffcv {row['ffcv_images_per_s']:.0f}, "
+              f"torchvision {row['torchvision_images_per_s']:.0f} img/s")
+    print()
+    print(f"where the time goes, ffcv stock {profiled} (steady; per image per worker):")
+    rows = [("decode only (libjpeg-turbo)", rate[ceiling_name]) if ceiling_name in rate else None,
             ("decode + RandomResizedCrop", rate["profile crop"]), ("  + flip", rate["profile flip"]),
-            ("  + ToTensor + NCHW uint8 (full)", rate[profiled])]
+            ("  + ToTensor + NCHW uint8 (full)", rate[ffcv_name])]
     for label, value in filter(None, rows):
-        print(f"  {label:<36}{value:8.0f} img/s  {1e3 * args.workers / value:6.2f} ms")
-    print(f"  JIT warm-up of a loader: {warmup[profiled]:.1f} s (first epoch, before any batch)")
+        print(f"  {label:<36}{value:8.0f} img/s  {1e3 * headline_workers / value:6.2f} ms")
+    print(f"  JIT warm-up of a loader: {warmup[ffcv_name]:.1f} s (first epoch, before any batch)")
+    jpegs = stored_jpegs(betons[profiled])
+    if jpegs:
+        kernels = profile_ours(jpegs, args.res)
+        loader_ms = 1e3 * headline_workers / ours_rate
+        profile = {"decode_ms": kernels["decode"], "resize_ms": kernels["decode_resize"] - kernels["decode"],
+                   "rest_ms": loader_ms - kernels["decode_resize"], "loader_ms_per_image_per_worker": loader_ms,
+                   "full_decode_ms": 1e3 * headline_workers / ceiling if ceiling else None}
+        report["ours_profile"] = profile
+        print(f"where the time goes, ours {profiled} (ms per image; kernels timed on one thread):")
+        print(f"  region decode at the chosen DCT scale (libjpeg-turbo)  {profile['decode_ms']:6.3f} ms"
+              + (f"   (full decode: {profile['full_decode_ms']:.3f} ms)" if ceiling else ""))
+        print(f"  resize into the batch (one cv::resize)                 {profile['resize_ms']:6.3f} ms")
+        print(f"  rest (page read, box draw, loader, to NCHW tensor)     {profile['rest_ms']:6.3f} ms")
+        print(f"  = loader time per image per worker                     {loader_ms:6.3f} ms")
+    print(f"  JIT warm-up of our loader: {warmup[ours_name]:.1f} s (first epoch; with the disk cache filled by an "
+          f"earlier run, this is the cached start)")
+    if args.startup:
+        from benchmarks.data_startup import measure_startup
+
+        root = args.work_dir / "startup-root"
+        root.mkdir(parents=True, exist_ok=True)
+        for split_name in ("train", "val"):
+            for suffix in (".beton", ".beton.json"):
+                link = root / f"{split_name}{suffix}"
+                link.unlink(missing_ok=True)
+                link.symlink_to(betons[profiled].with_name(betons[profiled].name + suffix[len(".beton"):]))
+        startup = measure_startup(root, workers=headline_workers)
+        report.update(startup)
+        print(f"datamodule pipeline warm-up (train + val loader, fresh process): first start "
+              f"{startup['startup_first_s']:.1f} s, second start {startup['startup_second_s']:.1f} s (cached)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def shown_command(command: str) -> str:
 
 
 def key_value_table(rows: Sequence[tuple]) -> Callable[[Results], str]:
-    """A two-column table from ``(label, key, kind)`` rows; kind is "rate", "ratio", "share" or "text".
+    """A two-column table from ``(label, key, kind)`` rows; kind is "rate", "ratio", "share", "text"
+    or "text1" (a number with one decimal).
 
     Keys missing from the file are left out, so a file that grows needs no change here.
     """
@@ -92,7 +93,8 @@ def key_value_table(rows: Sequence[tuple]) -> Callable[[Results], str]:
             if key not in data or data[key] is None:
                 continue
             value = data[key]
-            text = {"rate": fmt_rate, "ratio": fmt_ratio, "share": lambda v: f"{100 * v:.0f} %"}.get(
+            text = {"rate": fmt_rate, "ratio": fmt_ratio, "share": lambda v: f"{100 * v:.0f} %",
+                    "text1": lambda v: f"{v:.1f}"}.get(
                 kind, str)(value)
             out.append((label, text))
         return markdown_table(["", "value"], out) if out else "_The file holds none of the expected keys._"
@@ -265,7 +267,15 @@ TABLES = [
         ("FFCV loader as shipped by ffcv, images/s", "ffcv_images_per_s", "rate"),
         ("our FFCV datamodule, images/s", "ours_images_per_s", "rate"),
         ("JPEG decode alone (the ceiling), images/s", "decode_ceiling_images_per_s", "rate"),
-    ]), "python benchmarks/data_throughput.py"),
+        ("ours / decode ceiling", "ours_vs_ceiling", "ratio"),
+        ("ours / FFCV as shipped", "ours_vs_ffcv", "ratio"),
+        ("ours / torchvision", "ours_vs_torchvision", "ratio"),
+        ("setting of the rows above (stored images)", "setting", "text"),
+        ("loader workers", "workers", "text"),
+        ("pipeline warm-up of a first start (JIT), s", "startup_first_s", "text1"),
+        ("pipeline warm-up of a second start (JIT cache), s", "startup_second_s", "text1"),
+    ]), "python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 --startup "
+        "--json benchmarks/results/cpu-2core/data_throughput.json"),
     Table("cpu-train-throughput", (f"{CPU}/train_throughput.json",), train_throughput,
           "shufflenet-pl bench-train --device cpu"),
     Table("demo-job", (f"{CPU}/demo_job.json",), key_value_table([

@@ -104,6 +104,19 @@ def train_config(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
+@pytest.fixture(scope="module")
+def ffcv_train_config(train_config: Path, demo_beton_root: Path) -> Path:
+    """The same run with the FFCV datamodule on the demo set converted to .beton (the seeded
+    decode stage: crops and flips keyed by seed, epoch and sample)."""
+    config = yaml.safe_load(train_config.read_text())
+    config["data"] = {"class_path": "shufflenet_pl.data.FFCVImageNetDataModule",
+                      "init_args": {"root": str(demo_beton_root), "demo": False, "batch_size": GLOBAL_BATCH,
+                                    "num_workers": 1, "train_res": 64, "val_res": 64, "crop_scale": [0.5, 1.0]}}
+    path = train_config.with_name("small_ffcv.yaml")
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def _launch(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -295,16 +308,20 @@ def _log_text(folder: Path, job_id: str, rank: int = 0) -> str:
 #: preemption with a user signal), a plain SIGTERM (scancel, preemption) resumed with --resume, and a
 #: killed rank (a lost node) that the job requeues itself, from its last timed checkpoint.
 FAULTS = ["usr2", "sigterm", "kill9"]
+#: (fault, datamodule): every fault with ImageFolder; the USR2 requeue with FFCV too.
+JOBS = [(fault, "imagefolder") for fault in FAULTS] + [("usr2", "ffcv")]
 
 
-@pytest.fixture(scope="module", params=FAULTS)
+@pytest.fixture(scope="module", params=JOBS, ids=[f"{fault}-{data}" for fault, data in JOBS])
 def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], train_config: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, Path]:
+                 tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, Path, str]:
     """A 1 node x 2 process job interrupted in its second epoch by ``fault``, followed by the
     launcher through the requeue (or the ``--resume``) to the end. USR2 is what SLURM sends at a time
     limit (``--signal=USR2@delay``) and at preemption with ``PreemptParameters=send_user_signal``."""
-    fault = request.param
-    jobs = tmp_path_factory.mktemp(f"jobs-{fault}")
+    fault, data = request.param
+    if data == "ffcv":
+        train_config = request.getfixturevalue("ffcv_train_config")
+    jobs = tmp_path_factory.mktemp(f"jobs-{fault}-{data}")
     extra: List[str] = []
     if fault == "sigterm":  # loader worker processes, which SLURM's SIGTERM reaches too
         extra = ["--data.init_args.num_workers", "1"]
@@ -352,14 +369,14 @@ def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], tr
         assert f"resuming {folder}" in resumed.stdout
     else:
         assert launcher.returncode == 0, out[-3000:] + err[-5000:]
-    return fault, folder
+    return fault, folder, data
 
 
-def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path]) -> None:
+def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str]) -> None:
     """The job checkpointed at a batch boundary, was requeued (or resumed), continued from last.ckpt
     and ended with the optimizer steps of an uninterrupted run: none lost, none repeated after the
     checkpoint it resumed from; one W&B run."""
-    fault, folder = requeued_job
+    fault, folder, _ = requeued_job
     launch = json.loads((folder / "launch.json").read_text())
     attempts = launch["attempts"]
     assert len(attempts) == 2, attempts
@@ -402,15 +419,24 @@ def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path]) -> None:
         assert len(first) + len(second) == total  # every optimizer step logged exactly once
 
 
-@pytest.fixture(scope="module")
-def local_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    jobs = tmp_path_factory.mktemp("jobs-local")
+def _local_job(local_slurm: Dict[str, str], train_config: Path, jobs: Path) -> Path:
     env = {k: v for k, v in local_slurm.items() if k != "SLURM_CONF"}
     result = _launch(["--cluster", "local", "--gpus", "2", "--cpu", "--jobs-dir", str(jobs), "--job-name", "local",
                       "--config", str(train_config)], env, jobs)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "running job" in result.stdout and "finished:" in result.stdout
     return _job_folder(jobs)
+
+
+@pytest.fixture(scope="module")
+def local_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _local_job(local_slurm, train_config, tmp_path_factory.mktemp("jobs-local"))
+
+
+@pytest.fixture(scope="module")
+def local_ffcv_job(local_slurm: Dict[str, str], ffcv_train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FFCV run, uninterrupted, on the local executor."""
+    return _local_job(local_slurm, ffcv_train_config, tmp_path_factory.mktemp("jobs-local-ffcv"))
 
 
 def _assert_same_training(job: Path, reference: Path) -> None:
@@ -436,7 +462,10 @@ def test_local_executor_gives_the_same_result(local_job: Path, two_node_job: Pat
     _assert_same_training(two_node_job, local_job)
 
 
-def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Tuple[str, Path], local_job: Path) -> None:
-    """After the requeue the run continues with the next batch of the same data order: the losses
-    of every step and the final weights equal those of the uninterrupted run."""
-    _assert_same_training(requeued_job[1], local_job)
+def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Tuple[str, Path, str],
+                                                       request: pytest.FixtureRequest) -> None:
+    """After the requeue the run continues with the next batch of the same data order (and, with
+    FFCV, the same seeded crops and flips): the losses of every step and the final weights equal
+    those of the uninterrupted run with the same datamodule."""
+    _, folder, data = requeued_job
+    _assert_same_training(folder, request.getfixturevalue("local_ffcv_job" if data == "ffcv" else "local_job"))

@@ -1,9 +1,12 @@
 """ImageNet (or any ImageFolder set converted to ``.beton``) streamed through FFCV.
 
-The pipelines follow FFCV's ImageNet example (ffcv-imagenet ``train_imagenet.py``): training decodes
-straight into a RandomResizedCrop (no full-size intermediate), flips, moves the uint8 batch to the
-local rank's device and normalises there in the training precision; validation decodes a center
-crop of ratio 224/256. Progressive resizing changes the crop size between epochs
+The pipelines follow FFCV's ImageNet example (ffcv-imagenet ``train_imagenet.py``) with our own decode
+stage (:mod:`shufflenet_pl.data.ffcv_decode`): training decodes only the RandomResizedCrop box, at the
+smallest sufficient DCT scale, flipped inside libjpeg-turbo, with the box and flip drawn from a
+counter-based generator keyed by (seed, epoch, sample index), so a seed fixes every batch for any
+number of threads and after a mid-epoch resume; then it moves the uint8 batch to the local rank's
+device and normalises there in the training precision. Validation decodes a center crop of ratio
+224/256 the same way. Progressive resizing changes the crop size between epochs
 (:class:`shufflenet_pl.callbacks.ProgressiveResizing` calls :meth:`set_train_resolution`).
 
 Differences from FFCV's own ``distributed=True`` (which wraps ``DistributedSampler``): the sample
@@ -27,17 +30,21 @@ from torch import Tensor, nn
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .convert import check_beton_complete
+from .jit_cache import cache_typed_containers, pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
 from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
                        rank_train_samples)
 
+cache_typed_containers()  # before ffcv's import builds its typed dicts (see jit_cache)
+
 try:
-    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.fields.decoders import IntDecoder
     from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
+    from ffcv.transforms import NormalizeImage, Squeeze, ToDevice, ToTensor, ToTorchImage
     from ffcv.traversal_order.quasi_random import generate_order_inner
     from ffcv.traversal_order.base import TraversalOrder
 
+    from .ffcv_decode import CenterCropDecoder, SeededRandomResizedCropDecoder
     from .ffcv_epoch import start_epoch
 except ImportError as _error:  # pragma: no cover - exercised on machines without ffcv
     _FFCV_IMPORT_ERROR: Optional[ImportError] = _error
@@ -120,8 +127,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         os_cache: let the OS page cache hold the file (shared by all processes on a node); turn
             off for datasets larger than RAM (then each process reads the pages it needs).
         drop_last: drop the last incomplete training batch.
-        seed: seed of the training order; epoch ``e`` always has the same order for the same seed,
-            which is what makes mid-epoch resume exact.
+        seed: seed of the training order and of the crops and flips; epoch ``e`` always has the same
+            order and augmentation for the same seed, which is what makes mid-epoch resume exact.
         batches_ahead: batches prepared ahead of the training step.
         num_classes: class count; by default read from ``train.beton.json`` (the converter writes it).
         demo_quality: JPEG quality of the demo ``.beton`` (demo only).
@@ -168,8 +175,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                 check_beton_complete(beton)
         self.train_loader: Optional["Loader"] = None
         self.val_loader: Optional["Loader"] = None
-        self._train_decoder: Optional["RandomResizedCropRGBImageDecoder"] = None
-        self._val_decoder: Optional["CenterCropRGBImageDecoder"] = None
+        self._train_decoder: Optional["SeededRandomResizedCropDecoder"] = None
+        self._val_decoder: Optional["CenterCropDecoder"] = None
         self.rank, self.world_size = 0, 1
 
     def _find_classes(self, num_classes: Optional[int]) -> List[str]:
@@ -231,7 +238,14 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             )
         check_beton_complete(path)
         quasi = self.hparams.order == "quasi_random" and path == self.train_path
-        loader = Loader(
+        with pipeline_cache():  # a second start loads the pipeline's numba code from disk (see jit_cache)
+            loader = self._new_loader(path, image_pipeline, device, quasi)
+        loader.quasi_random_order = loader.traversal_order if quasi else None
+        loader.traversal_order = _PlannedOrder(loader)
+        return loader
+
+    def _new_loader(self, path: Path, image_pipeline: list, device: torch.device, quasi: bool) -> "Loader":
+        return Loader(
             str(path),
             batch_size=self.per_device_batch_size,
             num_workers=self.num_workers,
@@ -243,9 +257,6 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             batches_ahead=self.hparams.batches_ahead,
             pipelines={"image": image_pipeline, "label": self._label_pipeline(device)},
         )
-        loader.quasi_random_order = loader.traversal_order if quasi else None
-        loader.traversal_order = _PlannedOrder(loader)
-        return loader
 
     def setup(self, stage: str) -> None:
         trainer = self.trainer
@@ -255,15 +266,16 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         dtype = _input_dtype(trainer.precision) if trainer is not None else torch.float32
         if self.val_loader is None:
-            self._val_decoder = CenterCropRGBImageDecoder((self.val_res, self.val_res), ratio=self.hparams.val_crop_ratio)
+            self._val_decoder = CenterCropDecoder((self.val_res, self.val_res), ratio=self.hparams.val_crop_ratio)
             self.val_loader = self._make_loader(self.val_path, [self._val_decoder, *self._image_tail(device, dtype)], device)
             self._check_classes(self.val_path)
         if stage == "fit" and self.train_loader is None:
-            self._train_decoder = RandomResizedCropRGBImageDecoder(
-                (self.train_res, self.train_res), scale=tuple(self.hparams.crop_scale)
+            # Crop box and flip in one seeded decode (no separate flip op): see ffcv_decode.
+            self._train_decoder = SeededRandomResizedCropDecoder(
+                (self.train_res, self.train_res), scale=tuple(self.hparams.crop_scale), seed=self.hparams.seed
             )
             self.train_loader = self._make_loader(
-                self.train_path, [self._train_decoder, RandomHorizontalFlip(), *self._image_tail(device, dtype)], device
+                self.train_path, [self._train_decoder, *self._image_tail(device, dtype)], device
             )
             self._check_classes(self.train_path)
             if self.num_train_samples < self.world_size:
@@ -320,8 +332,10 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     def _play(self, loader: "Loader", samples: np.ndarray) -> Iterator[Tuple[Tensor, Tensor]]:
         loader.traversal_order.plan = samples.astype(np.uint64)
         # Not iter(loader): a failing loader thread must raise here, not hang; inference mode (validate,
-        # test, predict) must not make the epoch's buffers inference tensors (see ffcv_epoch).
-        return start_epoch(loader, interrupt=self._stop_on_sigterm)
+        # test, predict) must not make the epoch's buffers inference tensors (see ffcv_epoch). The
+        # pipeline's numba code is compiled (or loaded from the disk cache) at the first epoch.
+        with pipeline_cache():
+            return start_epoch(loader, interrupt=self._stop_on_sigterm)
 
     def _stop_on_sigterm(self) -> None:
         # Lightning's SIGTERM handler only sets a flag that its loops read between batches: a wait for a
@@ -331,6 +345,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
+        self._train_decoder.epoch = epoch  # the boxes and flips of (seed, epoch, sample index)
         return self._play(self.train_loader, samples)
 
     def train_dataloader(self) -> ResumableLoader:

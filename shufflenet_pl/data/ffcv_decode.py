@@ -1,0 +1,447 @@
+"""Our image decode stage inside FFCV's ``Loader``: seeded RandomResizedCrop / center crop, decoded
+once at the smallest sufficient DCT scale, flipped inside libjpeg-turbo, resized once into the batch.
+
+FFCV keeps its file format, page reading, ordering and threads; only the image decoder operation is
+ours (:class:`SeededRandomResizedCropDecoder` for training, :class:`CenterCropDecoder` for
+validation, both subclasses of FFCV's ``ResizedCropRGBImageDecoder``). Per image:
+
+1. **Box.** The RandomResizedCrop box follows ``torchvision.transforms.RandomResizedCrop.get_params``
+   (area scale and log-aspect uniform, 10 tries, then the center fallback) and the flip is a coin,
+   all drawn from a counter-based generator (splitmix64) keyed by ``(seed, epoch, sample index)``,
+   never from a thread's random state: the same seed gives bitwise the same batches for any number
+   of loader threads, and a run resumed mid-epoch draws what the uninterrupted run drew.
+2. **Decode only the box.** libjpeg-turbo's lossless transform (``ffcv.libffcv.imdecode``) crops the
+   JPEG to the box expanded to the MCU grid and mirrors it when the image is flipped; the crop is
+   decoded at the smallest DCT scale ``num/8`` that still leaves at least the output size.
+3. **One resize** (OpenCV's ``cv::hal::resize``, ``INTER_AREA`` by default; see
+   :data:`DEFAULT_INTERPOLATION`) from the decoded box straight into the batch's uint8 NHWC buffer.
+
+Raw (uncompressed) images take the same path without the decoder. The flip inside the JPEG
+transform needs the box to avoid the partial MCU column at the right edge (which a lossless flip
+leaves unmirrored); such boxes are decoded unflipped and the output is mirrored in place.
+
+Every kernel is a module-level ``@njit(nogil=True, cache=True)`` function that takes all of its
+parameters as arguments, and calls C through named external symbols (not ctypes pointers), so
+numba's on-disk cache can serve them to a second process. The per-epoch values (seed, epoch) reach
+the compiled code at run time through a small array whose address the generated wrapper passes in.
+"""
+
+import ctypes
+import os
+import types as pytypes
+from typing import Any, Callable, Dict, Tuple
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
+from ffcv.pipeline.compiler import Compiler
+import ffcv.libffcv  # noqa: F401  (loads libffcv and, through it, OpenCV and libturbojpeg)
+import ffcv._libffcv
+
+__all__ = ["CenterCropDecoder", "DEFAULT_INTERPOLATION", "INTER_AREA", "INTER_LINEAR", "SeededRandomResizedCropDecoder",
+           "center_crop_box", "decode_plan", "random_crop_box", "random_draws"]
+
+INTER_LINEAR = 1
+INTER_AREA = 3
+#: Measured on ImageNet-like JPEGs (``docs-incoming``/the module tests): after the DCT scale the
+#: remaining resize shrinks by less than 2x (8/7 at most for most boxes), where INTER_AREA's
+#: box filter matches an antialiased reference (PIL) better than INTER_LINEAR at about the same cost.
+DEFAULT_INTERPOLATION = INTER_AREA
+
+_JPG = int(IMAGE_MODES["jpg"])
+_RAW = int(IMAGE_MODES["raw"])
+
+
+# --- C functions by symbol name (cacheable: no process-specific addresses in the compiled code) ---
+def _load_symbols() -> None:
+    llvm.load_library_permanently(ffcv._libffcv.__file__)
+    # OpenCV's imgproc is a dependency of libffcv; make its symbols visible to the JIT linker too.
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "libopencv_imgproc" in path and os.path.isfile(path):
+                llvm.load_library_permanently(path)
+                break
+
+
+_load_symbols()
+_HAL_RESIZE = "_ZN2cv3hal6resizeEiPKhmiiPhmiiddi"  # cv::hal::resize(int, const uchar*, size_t, int, int, uchar*, size_t, int, int, double, double, int)
+if not ctypes.CDLL(ffcv._libffcv.__file__)[_HAL_RESIZE]:  # pragma: no cover - raises AttributeError itself
+    raise ImportError("OpenCV's cv::hal::resize is not reachable from ffcv's libffcv")
+
+# Pointers travel as 64-bit integers (same registers in the C ABI), C bools as uint32 (zero-extended).
+_c_imdecode = types.ExternalFunction("imdecode", types.int32(
+    types.uint64, types.uint64, types.uint32, types.uint32, types.uint64, types.uint32, types.uint32,
+    types.uint32, types.uint32, types.uint32, types.uint32, types.uint32, types.uint32))
+_c_resize = types.ExternalFunction(_HAL_RESIZE, types.void(
+    types.int32, types.uint64, types.uint64, types.int32, types.int32, types.uint64, types.uint64, types.int32,
+    types.int32, types.float64, types.float64, types.int32))
+_CV_8UC3 = 16
+
+
+@intrinsic
+def _load_int64(typingctx, address, index):  # type: ignore[no-untyped-def]
+    """``((int64*) address)[index]``: how per-epoch values reach compiled code at run time."""
+    sig = types.int64(types.uint64, types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load(builder.gep(pointer, [args[1]]))
+
+    return sig, codegen
+
+
+# --- counter-based random numbers ------------------------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(nogil=True, cache=True)
+def _mix64(z: np.uint64) -> np.uint64:
+    """splitmix64's finaliser: a bijective avalanche of 64 bits."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(nogil=True, cache=True)
+def _stream_key(seed: int, epoch: int, index: int) -> np.uint64:
+    key = _mix64(np.uint64(seed) + _GOLDEN)
+    key = _mix64(key ^ (np.uint64(epoch) + _GOLDEN * np.uint64(2)))
+    return _mix64(key ^ (np.uint64(index) + _GOLDEN * np.uint64(3)))
+
+
+@njit(nogil=True, cache=True)
+def _uniform(key: np.uint64, counter: int) -> float:
+    """The ``counter``-th uniform double in [0, 1) of stream ``key`` (53 random bits)."""
+    bits = _mix64(key + _GOLDEN * np.uint64(counter + 1))
+    return float(bits >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+def random_draws(seed: int, epoch: int, index: int, count: int) -> np.ndarray:
+    """The first ``count`` uniforms of sample ``index``'s stream (for tests)."""
+    key = _stream_key(seed, epoch, index)
+    return np.array([_uniform(key, k) for k in range(count)])
+
+
+# --- boxes -----------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def random_crop_box(height: int, width: int, scale_min: float, scale_max: float, log_ratio_min: float,
+                    log_ratio_max: float, seed: int, epoch: int, index: int) -> Tuple[int, int, int, int, bool]:
+    """``(top, left, h, w, flip)`` of sample ``index`` in epoch ``epoch``: torchvision's
+    ``RandomResizedCrop.get_params`` (10 tries of area scale and log-aspect, then the center
+    fallback), plus a fair flip coin, from the counter-based stream of ``(seed, epoch, index)``."""
+    key = _stream_key(seed, epoch, index)
+    flip = _uniform(key, 0) < 0.5
+    area = float(height) * float(width)
+    for attempt in range(10):
+        base = 1 + 4 * attempt
+        target_area = area * (scale_min + (scale_max - scale_min) * _uniform(key, base))
+        aspect = np.exp(log_ratio_min + (log_ratio_max - log_ratio_min) * _uniform(key, base + 1))
+        w = int(np.rint(np.sqrt(target_area * aspect)))
+        h = int(np.rint(np.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(_uniform(key, base + 2) * (height - h + 1))
+            left = int(_uniform(key, base + 3) * (width - w + 1))
+            return top, left, h, w, flip
+    in_ratio = float(width) / float(height)
+    ratio_min, ratio_max = np.exp(log_ratio_min), np.exp(log_ratio_max)
+    if in_ratio < ratio_min:
+        w = width
+        h = int(np.rint(w / ratio_min))
+    elif in_ratio > ratio_max:
+        h = height
+        w = int(np.rint(h * ratio_max))
+    else:
+        w = width
+        h = height
+    return (height - h) // 2, (width - w) // 2, h, w, flip
+
+
+@njit(nogil=True, cache=True)
+def center_crop_box(height: int, width: int, ratio: float) -> Tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the centered square of side ``int(ratio * min side)`` (FFCV's rule)."""
+    side = max(1, int(ratio * min(height, width)))
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+# --- JPEG structure ---------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def jpeg_mcu_size(data: np.ndarray) -> Tuple[int, int]:
+    """``(width, height)`` of a JPEG's MCU from its frame header, ``(0, 0)`` if none is found."""
+    position, size = 2, len(data)
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            return 0, 0
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = (np.int64(data[position + 2]) << 8) | np.int64(data[position + 3])
+        if 0xC0 <= marker <= 0xCF and marker != 0xC4 and marker != 0xC8 and marker != 0xCC:
+            if position + 10 > size:
+                return 0, 0
+            components = np.int64(data[position + 9])
+            if components == 1:
+                return 8, 8
+            h_max, v_max = np.int64(1), np.int64(1)
+            for k in range(components):
+                at = position + 11 + 3 * k
+                if at >= size:
+                    return 0, 0
+                h_max = max(h_max, np.int64(data[at]) >> 4)
+                v_max = max(v_max, np.int64(data[at]) & 15)
+            return 8 * h_max, 8 * v_max
+        if marker == 0xDA or marker == 0xD9:  # scan before any frame header: not a JPEG we know
+            return 0, 0
+        position += 2 + length
+    return 0, 0
+
+
+@njit(nogil=True, cache=True)
+def decode_plan(height: int, width: int, top: int, left: int, h: int, w: int, flip: bool, out_h: int, out_w: int,
+                mcu_w: int, mcu_h: int) -> Tuple[int, int, int, int, int, bool, int, int, int, int]:
+    """How to decode box ``(top, left, h, w)`` of a JPEG for an ``out_h x out_w`` output.
+
+    Returns ``(x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1)``: the MCU-aligned region
+    handed to the lossless transform (in the coordinates of the mirrored image when
+    ``decoder_flip``), the DCT scale ``num/8``, and the box's columns ``[c0, c1)`` and rows
+    ``[r0, r1)`` inside the decoded region. With ``flip`` but not ``decoder_flip`` the caller
+    mirrors the output. ``mcu_w = 0`` (unknown layout) aligns to 16 and never flips in the decoder.
+    """
+    align_w, align_h = (mcu_w, mcu_h) if mcu_w > 0 else (16, 16)
+    mirrored_width = width - width % align_w  # a lossless flip mirrors these columns only
+    decoder_flip = flip and mcu_w > 0 and left + w <= mirrored_width
+    box_x = mirrored_width - (left + w) if decoder_flip else left
+    x = box_x - box_x % align_w
+    y = top - top % align_h
+    region_w, region_h = box_x + w - x, top + h - y
+    num = 8
+    for candidate in range(1, 9):
+        if w * candidate >= out_w * 8 and h * candidate >= out_h * 8:
+            num = candidate
+            break
+    decoded_w, decoded_h = (region_w * num + 7) // 8, (region_h * num + 7) // 8
+    c0 = min(int(np.rint((box_x - x) * num / 8.0)), decoded_w - 1)
+    c1 = min(max(int(np.rint((box_x - x + w) * num / 8.0)), c0 + 1), decoded_w)
+    r0 = min(int(np.rint((top - y) * num / 8.0)), decoded_h - 1)
+    r1 = min(max(int(np.rint((top - y + h) * num / 8.0)), r0 + 1), decoded_h)
+    return x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1
+
+
+# --- pixels -----------------------------------------------------------------------------------
+@njit(nogil=True, cache=True)
+def _resize_into(source: np.ndarray, source_offset: int, source_row_bytes: int, box_w: int, box_h: int,
+                 out: np.ndarray, interpolation: int) -> None:
+    """One ``cv::hal::resize`` of a ``box_h x box_w`` RGB window (starting ``source_offset`` bytes into
+    ``source``, rows ``source_row_bytes`` apart) into the contiguous ``(H, W, 3)`` ``out``."""
+    out_h, out_w = out.shape[0], out.shape[1]
+    _c_resize(_CV_8UC3, np.uint64(source.ctypes.data + source_offset), np.uint64(source_row_bytes), box_w, box_h,
+              np.uint64(out.ctypes.data), np.uint64(out_w * 3), out_w, out_h, out_w / box_w, out_h / box_h,
+              interpolation)
+
+
+@njit(nogil=True, cache=True)
+def _mirror_rows(out: np.ndarray) -> None:
+    """Mirror ``(H, W, 3)`` left-right in place."""
+    width = out.shape[1]
+    for row in range(out.shape[0]):
+        for col in range(width // 2):
+            other = width - 1 - col
+            for channel in range(3):
+                value = out[row, col, channel]
+                out[row, col, channel] = out[row, other, channel]
+                out[row, other, channel] = value
+
+
+@njit(nogil=True, cache=True)
+def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, left: int, h: int, w: int, flip: bool,
+               temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
+    """Decode box ``(top, left, h, w)`` of one stored image (JPEG or raw), mirrored if ``flip``, into
+    ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded region (``height * width * 3``
+    bytes suffice). Returns libjpeg-turbo's status (0 = success)."""
+    out_h, out_w = out.shape[0], out.shape[1]
+    mirror_output = flip
+    status = 0
+    if mode == _RAW:
+        _resize_into(data, (top * width + left) * 3, width * 3, w, h, out, interpolation)
+    else:
+        mcu_w, mcu_h = jpeg_mcu_size(data)
+        x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1 = decode_plan(
+            height, width, top, left, h, w, flip, out_h, out_w, mcu_w, mcu_h)
+        status = _c_imdecode(np.uint64(data.ctypes.data), np.uint64(data.size), height, width,
+                             np.uint64(temp.ctypes.data), region_h, region_w, x, y, num, 8, 1, 1 if decoder_flip else 0)
+        decoded_w = (region_w * num + 7) // 8
+        _resize_into(temp, (r0 * decoded_w + c0) * 3, decoded_w * 3, c1 - c0, r1 - r0, out, interpolation)
+        mirror_output = flip and not decoder_flip
+    if mirror_output:
+        _mirror_rows(out)
+    return status
+
+
+@njit(nogil=True, cache=True)
+def decode_random_crop(data: np.ndarray, mode: int, height: int, width: int, index: int, seed: int, epoch: int,
+                       scale_min: float, scale_max: float, log_ratio_min: float, log_ratio_max: float,
+                       temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
+    """Training: sample ``index``'s seeded box and flip (:func:`random_crop_box`), decoded into ``out``."""
+    top, left, h, w, flip = random_crop_box(height, width, scale_min, scale_max, log_ratio_min, log_ratio_max,
+                                            seed, epoch, index)
+    return decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, interpolation)
+
+
+@njit(nogil=True, cache=True)
+def decode_center_crop(data: np.ndarray, mode: int, height: int, width: int, ratio: float, temp: np.ndarray,
+                       out: np.ndarray, interpolation: int) -> int:
+    """Validation: the center crop (:func:`center_crop_box`), decoded into ``out``."""
+    top, left, h, w = center_crop_box(height, width, ratio)
+    return decode_box(data, mode, height, width, top, left, h, w, False, temp, out, interpolation)
+
+
+# --- FFCV operations --------------------------------------------------------------------------
+_KERNELS = ("_mix64", "_stream_key", "_uniform", "random_crop_box", "center_crop_box", "jpeg_mcu_size", "decode_plan",
+            "_resize_into", "_mirror_rows", "decode_box", "decode_random_crop", "decode_center_crop")
+def _kernel_tree() -> Dict[str, Any]:
+    """A fresh set of dispatchers of the kernels, calling each other within the set, for one
+    generated wrapper. The code and the on-disk cache entries are those of the module-level kernels
+    (a new dispatcher loads them from numba's cache instead of compiling).
+
+    Why not the module-level dispatchers themselves: numba 0.68 fails with a ``KeyError`` in a
+    dispatcher's overload table when the same nested dispatchers are typed again inside a second
+    FFCV pipeline of the same process (e.g. loaders with 1 and with 2 workers, as the tests make).
+    """
+    namespace = dict(globals())
+    for name in _KERNELS:
+        function = globals()[name].py_func
+        copy = pytypes.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
+                                    function.__closure__)
+        copy.__qualname__, copy.__module__ = function.__qualname__, function.__module__
+        namespace[name] = njit(nogil=True, cache=True)(copy)
+    return namespace
+
+
+def _check_interpolation(interpolation: int) -> int:
+    if interpolation not in (INTER_LINEAR, INTER_AREA):
+        raise ValueError(f"interpolation must be INTER_LINEAR ({INTER_LINEAR}) or INTER_AREA ({INTER_AREA}), "
+                         f"got {interpolation!r}")
+    return int(interpolation)
+
+
+class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
+    """Training decoder: seeded RandomResizedCrop + horizontal flip, decoded as the module says.
+
+    Args:
+        output_size: ``(height, width)`` of the output; may change between epochs (progressive resizing).
+        scale: area range of the box, as torchvision's ``RandomResizedCrop``.
+        ratio: aspect-ratio range of the box (sampled uniformly in log space).
+        seed: seed of the boxes and flips.
+        interpolation: :data:`INTER_AREA` (default) or :data:`INTER_LINEAR`.
+
+    Set :attr:`epoch` before each epoch's ``iter(loader)``; no recompilation happens.
+    """
+
+    def __init__(self, output_size: Tuple[int, int], scale: Tuple[float, float] = (0.08, 1.0),
+                 ratio: Tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0,
+                 interpolation: int = DEFAULT_INTERPOLATION) -> None:
+        super().__init__(output_size)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must be 0 < min <= max <= 1, got {scale}")
+        if not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must be 0 < min <= max, got {ratio}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.interpolation = _check_interpolation(interpolation)
+        # Read by the compiled code at every batch: [seed, epoch].
+        self._run_values = np.zeros(2, dtype=np.int64)
+        self.seed = seed
+
+    @property
+    def seed(self) -> int:
+        return int(self._run_values[0])
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._run_values[0] = value
+
+    @property
+    def epoch(self) -> int:
+        return int(self._run_values[1])
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._run_values[1] = value
+
+    @property
+    def get_crop_generator(self) -> Callable:  # abstract in FFCV; our code does not use it
+        return random_crop_box
+
+    def generate_code(self) -> Callable:
+        memory_read = self.memory_read
+        my_range = Compiler.get_iterator()
+        run_values = self._run_values
+        address = np.uint64(run_values.ctypes.data)
+        # Plain typed values (numba would treat closure ints as literals and specialise on them).
+        scale_min, scale_max = np.float64(self.scale[0]), np.float64(self.scale[1])
+        log_ratio_min, log_ratio_max = np.float64(np.log(self.ratio[0])), np.float64(np.log(self.ratio[1]))
+        interpolation = np.int64(self.interpolation)
+        kernel = _kernel_tree()["decode_random_crop"]
+
+        def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
+            destination, temp_storage = my_storage
+            seed, epoch = _load_int64(address, 0), _load_int64(address, 1)
+            for dst_ix in my_range(len(batch_indices)):
+                source_ix = batch_indices[dst_ix]
+                field = metadata[source_ix]
+                data = memory_read(field["data_ptr"], storage_state)
+                kernel(data, np.int64(field["mode"]), np.int64(field["height"]), np.int64(field["width"]),
+                                   np.int64(source_ix),
+                                   seed, epoch, scale_min, scale_max, log_ratio_min, log_ratio_max,
+                                   temp_storage[dst_ix], destination[dst_ix], interpolation)
+            return destination[:len(batch_indices)]
+
+        decode.is_parallel = True
+        self._keep_alive = run_values  # the compiled wrapper reads this array by address
+        return decode
+
+
+class CenterCropDecoder(ResizedCropRGBImageDecoder):
+    """Validation decoder: the center crop of side ``ratio * min side``, decoded as the module says.
+
+    Args:
+        output_size: ``(height, width)`` of the output.
+        ratio: crop side / short image side (224/256 in the usual recipe).
+        interpolation: :data:`INTER_AREA` (default) or :data:`INTER_LINEAR`.
+    """
+
+    def __init__(self, output_size: Tuple[int, int], ratio: float = 224 / 256,
+                 interpolation: int = DEFAULT_INTERPOLATION) -> None:
+        super().__init__(output_size)
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        self.ratio = float(ratio)
+        self.scale = None
+        self.interpolation = _check_interpolation(interpolation)
+
+    @property
+    def get_crop_generator(self) -> Callable:
+        return center_crop_box
+
+    def generate_code(self) -> Callable:
+        memory_read = self.memory_read
+        my_range = Compiler.get_iterator()
+        ratio, interpolation = np.float64(self.ratio), np.int64(self.interpolation)
+        kernel = _kernel_tree()["decode_center_crop"]
+
+        def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
+            destination, temp_storage = my_storage
+            for dst_ix in my_range(len(batch_indices)):
+                field = metadata[batch_indices[dst_ix]]
+                data = memory_read(field["data_ptr"], storage_state)
+                kernel(data, np.int64(field["mode"]), np.int64(field["height"]), np.int64(field["width"]), ratio,
+                                   temp_storage[dst_ix], destination[dst_ix], interpolation)
+            return destination[:len(batch_indices)]
+
+        decode.is_parallel = True
+        return decode

@@ -1,0 +1,104 @@
+"""The on-disk cache of the FFCV pipelines' numba code (shufflenet_pl/data/jit_cache.py): its key is
+stable across processes, it lives where the docs say, and a second start of the datamodule's
+pipelines in a fresh process skips the JIT (the one timing assertion of issue 13)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
+
+from numba import njit  # noqa: E402
+
+from shufflenet_pl.data import jit_cache  # noqa: E402
+
+
+def _closure(table: np.ndarray, callee):  # the shape of an FFCV operation's generate_code
+    def op(x):
+        return callee(x) + table[0]
+
+    return op
+
+
+def _add_one(x):
+    return x + 1
+
+
+def test_cache_key_is_stable_for_equal_closures_and_differs_for_other_contents(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two dispatchers of the same function (each with its own random uuid, as in two processes)
+    and equal arrays give one key; another array content gives another."""
+    monkeypatch.setenv(jit_cache.ENV, str(tmp_path))
+    cache_class = jit_cache._make_cache_class()
+    table = np.arange(4.0)
+    first = cache_class(_closure(table, njit(_add_one)))
+    second = cache_class(_closure(table.copy(), njit(_add_one)))
+    other = cache_class(_closure(table + 1, njit(_add_one)))
+    assert first._closure_digest == second._closure_digest
+    assert first._closure_digest != other._closure_digest
+    assert Path(first.cache_path).parent == tmp_path
+
+
+def test_cache_folder_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(jit_cache.ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert jit_cache.cache_dir() == tmp_path / "shufflenet-pl" / "numba"
+    monkeypatch.setenv(jit_cache.ENV, str(tmp_path / "mine"))
+    assert jit_cache.cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv(jit_cache.ENV, "off")
+    assert jit_cache.cache_dir() is None
+    with jit_cache.pipeline_cache():
+        assert not jit_cache.caching_enabled()
+
+
+def test_compile_outside_the_context_is_ffcv_s_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffcv.pipeline.compiler import Compiler
+
+    monkeypatch.setenv(jit_cache.ENV, str(tmp_path))
+    with jit_cache.pipeline_cache():
+        cached = Compiler.compile(_closure(np.zeros(1), njit(_add_one)))
+        assert jit_cache.caching_enabled()
+    plain = Compiler.compile(_closure(np.zeros(1), njit(_add_one)))
+    assert cached(1.0) == plain(1.0) == 2.0
+    assert isinstance(cached._cache, jit_cache._make_cache_class().__mro__[1])  # a numba FunctionCache
+    assert type(plain._cache).__name__ == "NullCache"
+    assert list(tmp_path.rglob("*.nbi"))  # the cached one was stored
+
+
+@pytest.mark.slow
+def test_second_start_of_the_pipelines_skips_the_jit(demo_beton_root: Path, tmp_path: Path) -> None:
+    """Fresh processes, one cache folder: the first start compiles (10-17 s of numba per loader on
+    a small CPU), the second loads the code: <= 3 s for both loaders' warm-up, and far below the first."""
+    from benchmarks.data_startup import start_once
+
+    cache = tmp_path / "cache"
+    first = start_once(demo_beton_root, cache)
+    second = start_once(demo_beton_root, cache)
+    print(f"pipeline warm-up, train + val loader: first start {first['warmup_s']:.2f} s "
+          f"(train {first['train_s']:.2f}, val {first['val_s']:.2f}), second start {second['warmup_s']:.2f} s "
+          f"(train {second['train_s']:.2f}, val {second['val_s']:.2f}); import of the datamodule "
+          f"{first['import_s']:.2f} s, then {second['import_s']:.2f} s")
+    assert list(cache.rglob("*.nbi"))
+    assert second["warmup_s"] <= 3.0, (first, second)
+    assert second["warmup_s"] < first["warmup_s"] / 3, (first, second)
+
+
+def test_index_keeps_the_newest_entries_in_files_of_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct closure (here: a different table) adds an entry with a data file of its own;
+    beyond MAX_ENTRIES the oldest entry and its file go; what is kept still loads."""
+    from ffcv.pipeline.compiler import Compiler
+
+    monkeypatch.setenv(jit_cache.ENV, str(tmp_path))
+    monkeypatch.setattr(jit_cache, "MAX_ENTRIES", 3)
+    with jit_cache.pipeline_cache():
+        for value in range(5):
+            assert Compiler.compile(_closure(np.full(1, float(value)), njit(_add_one)))(1.0) == 2.0 + value
+    (index,) = [p for p in tmp_path.rglob("*.nbi") if "_closure" in p.name]
+    data_files = sorted(index.parent.glob(index.name[:-len(".nbi")] + ".*.nbc"))
+    assert len(data_files) == 3
+    with jit_cache.pipeline_cache():
+        newest = Compiler.compile(_closure(np.full(1, 4.0), njit(_add_one)))
+        oldest = Compiler.compile(_closure(np.full(1, 0.0), njit(_add_one)))
+    assert newest(1.0) == 6.0 and oldest(1.0) == 2.0
+    assert sum(newest.stats.cache_hits.values()) == 1 and sum(oldest.stats.cache_hits.values()) == 0
