@@ -103,7 +103,10 @@ def test_decoded_crops_match_pil_and_flips_mirror(natural_jpegs: list, res: int)
         height, width = image.shape[:2]
         for epoch in range(3):
             box = fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 0, epoch, index)[:4]
-            scales_seen.add(fd.decode_plan(height, width, *box, res, res)[0])
+            num = fd.decode_plan(height, width, *box, res, res)[0]
+            scales_seen.add(num)
+            top, left, h, w = box  # the decoded box is the box, rounded to the scaled grid
+            assert np.allclose(fd.decoded_box(height, width, *box, res, res), (left, top, left + w, top + h), atol=4 / num + 1e-9)
             reference = np.asarray(Image.fromarray(image).resize((res, res), Image.BILINEAR,
                                                                  box=fd.decoded_box(height, width, *box, res, res)))
             plain = _decode(data, 0, height, width, box, False, res)
