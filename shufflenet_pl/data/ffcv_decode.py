@@ -1,5 +1,5 @@
 """Our image decode stage inside FFCV's ``Loader``: seeded RandomResizedCrop / center crop, decoded
-once at the smallest sufficient DCT scale, flipped inside libjpeg-turbo, resized once into the batch.
+once at the smallest sufficient DCT scale and resized once into the batch, flipped in place.
 
 FFCV keeps its file format, page reading, ordering and threads; only the image decoder operation is
 ours (:class:`SeededRandomResizedCropDecoder` for training, :class:`CenterCropDecoder` for
@@ -10,20 +10,27 @@ validation, both subclasses of FFCV's ``ResizedCropRGBImageDecoder``). Per image
    all drawn from a counter-based generator (splitmix64) keyed by ``(seed, epoch, sample index)``,
    never from a thread's random state: the same seed gives bitwise the same batches for any number
    of loader threads, and a run resumed mid-epoch draws what the uninterrupted run drew.
-2. **Decode only the box.** libjpeg-turbo's lossless transform (``ffcv.libffcv.imdecode``) crops the
-   JPEG to the box expanded to the MCU grid and mirrors it when the image is flipped; the crop is
-   decoded at the smallest DCT scale ``num/8`` that still leaves at least the output size.
-3. **One resize** (OpenCV's ``cv::hal::resize``, ``INTER_AREA`` by default; see
-   :data:`DEFAULT_INTERPOLATION`) from the decoded box straight into the batch's uint8 NHWC buffer.
+2. **Decode once, small.** libjpeg-turbo (``imdecode`` of FFCV's libffcv) decodes the image at the
+   smallest DCT scale ``num/8``, ``num`` in 1, 2, 4, at which the box still spans at least the
+   output (else at full scale): the IDCT itself does most of a large downscale.
+3. **One resize** (OpenCV's ``cv::hal::resize``, :data:`DEFAULT_INTERPOLATION`) from the box in the
+   decoded image straight into the batch's uint8 NHWC buffer; a flipped image is then mirrored in
+   place in that buffer (no separate pass over the batch, no copy).
 
-Raw (uncompressed) images take the same path without the decoder. The flip inside the JPEG
-transform needs the box to avoid the partial MCU column at the right edge (which a lossless flip
-leaves unmirrored); such boxes are decoded unflipped and the output is mirrored in place.
+Raw (uncompressed) images take the same path without the decoder.
+
+Measured, and therefore not done: cropping and flipping inside libjpeg-turbo with its lossless
+transform (``imdecode``'s crop and flip) re-reads and re-encodes the entropy-coded data, which costs
+more than decoding the whole image at ImageNet sizes, even for small boxes; and the DCT scales 3/8,
+5/8, 3/4 and 7/8 use generic IDCTs that are slower than a full-size decode. ``INTER_LINEAR`` rather
+than ``INTER_AREA``: after the DCT scale the resize shrinks by less than 2x, where both stay far
+above 30 dB PSNR against an antialiased reference (PIL), and ``INTER_AREA``'s fractional-scale path
+costs several times more.
 
 Every kernel is a module-level ``@njit(nogil=True, cache=True)`` function that takes all of its
-parameters as arguments, and calls C through named external symbols (not ctypes pointers), so
-numba's on-disk cache can serve them to a second process. The per-epoch values (seed, epoch) reach
-the compiled code at run time through a small array whose address the generated wrapper passes in.
+parameters as arguments and calls C through named external symbols (not ctypes pointers), so
+numba's on-disk cache serves them to a second process. The per-epoch values (seed, epoch) reach the
+compiled code at run time through a small array whose address the generated wrapper passes in.
 """
 
 import ctypes
@@ -43,14 +50,12 @@ import ffcv.libffcv  # noqa: F401  (loads libffcv and, through it, OpenCV and li
 import ffcv._libffcv
 
 __all__ = ["CenterCropDecoder", "DEFAULT_INTERPOLATION", "INTER_AREA", "INTER_LINEAR", "SeededRandomResizedCropDecoder",
-           "center_crop_box", "decode_plan", "random_crop_box", "random_draws"]
+           "center_crop_box", "decode_plan", "decoded_box", "random_crop_box", "random_draws"]
 
 INTER_LINEAR = 1
 INTER_AREA = 3
-#: Measured on ImageNet-like JPEGs (``docs-incoming``/the module tests): after the DCT scale the
-#: remaining resize shrinks by less than 2x (8/7 at most for most boxes), where INTER_AREA's
-#: box filter matches an antialiased reference (PIL) better than INTER_LINEAR at about the same cost.
-DEFAULT_INTERPOLATION = INTER_AREA
+#: The resize's interpolation (see the module docstring for why): INTER_LINEAR.
+DEFAULT_INTERPOLATION = INTER_LINEAR
 
 _JPG = int(IMAGE_MODES["jpg"])
 _RAW = int(IMAGE_MODES["raw"])
@@ -169,67 +174,42 @@ def center_crop_box(height: int, width: int, ratio: float) -> Tuple[int, int, in
 
 
 # --- JPEG structure ---------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
-def jpeg_mcu_size(data: np.ndarray) -> Tuple[int, int]:
-    """``(width, height)`` of a JPEG's MCU from its frame header, ``(0, 0)`` if none is found."""
-    position, size = 2, len(data)
-    while position + 4 <= size:
-        if data[position] != 0xFF:
-            return 0, 0
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        length = (np.int64(data[position + 2]) << 8) | np.int64(data[position + 3])
-        if 0xC0 <= marker <= 0xCF and marker != 0xC4 and marker != 0xC8 and marker != 0xCC:
-            if position + 10 > size:
-                return 0, 0
-            components = np.int64(data[position + 9])
-            if components == 1:
-                return 8, 8
-            h_max, v_max = np.int64(1), np.int64(1)
-            for k in range(components):
-                at = position + 11 + 3 * k
-                if at >= size:
-                    return 0, 0
-                h_max = max(h_max, np.int64(data[at]) >> 4)
-                v_max = max(v_max, np.int64(data[at]) & 15)
-            return 8 * h_max, 8 * v_max
-        if marker == 0xDA or marker == 0xD9:  # scan before any frame header: not a JPEG we know
-            return 0, 0
-        position += 2 + length
-    return 0, 0
+#: DCT scales ``num/8`` tried, smallest first. libjpeg-turbo's IDCTs for 1/8, 1/4 and 1/2 are fast
+#: (reduced IDCTs); 3/8, 5/8, 3/4 and 7/8 use slow generic ones that cost more than a full decode.
+_DCT_SCALES = (1, 2, 4)
 
 
 @njit(nogil=True, cache=True)
-def decode_plan(height: int, width: int, top: int, left: int, h: int, w: int, flip: bool, out_h: int, out_w: int,
-                mcu_w: int, mcu_h: int) -> Tuple[int, int, int, int, int, bool, int, int, int, int]:
-    """How to decode box ``(top, left, h, w)`` of a JPEG for an ``out_h x out_w`` output.
+def decode_plan(height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
+                out_w: int) -> Tuple[int, int, int, int, int, int, int]:
+    """How a JPEG box ``(top, left, h, w)`` becomes an ``out_h x out_w`` output.
 
-    Returns ``(x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1)``: the MCU-aligned region
-    handed to the lossless transform (in the coordinates of the mirrored image when
-    ``decoder_flip``), the DCT scale ``num/8``, and the box's columns ``[c0, c1)`` and rows
-    ``[r0, r1)`` inside the decoded region. With ``flip`` but not ``decoder_flip`` the caller
-    mirrors the output. ``mcu_w = 0`` (unknown layout) aligns to 16 and never flips in the decoder.
+    Returns ``(num, decoded_h, decoded_w, r0, r1, c0, c1)``: the image is decoded at DCT scale
+    ``num/8`` (the smallest of :data:`_DCT_SCALES` at which the box still spans at least the output,
+    else 8/8) to ``decoded_h x decoded_w`` pixels, and rows ``[r0, r1)`` and columns ``[c0, c1)`` of
+    that decoded image (the box, rounded to the scaled grid) are resized into the output.
     """
-    align_w, align_h = (mcu_w, mcu_h) if mcu_w > 0 else (16, 16)
-    mirrored_width = width - width % align_w  # a lossless flip mirrors these columns only
-    decoder_flip = flip and mcu_w > 0 and left + w <= mirrored_width
-    box_x = mirrored_width - (left + w) if decoder_flip else left
-    x = box_x - box_x % align_w
-    y = top - top % align_h
-    region_w, region_h = box_x + w - x, top + h - y
     num = 8
-    for candidate in range(1, 9):
+    for candidate in _DCT_SCALES:
         if w * candidate >= out_w * 8 and h * candidate >= out_h * 8:
             num = candidate
             break
-    decoded_w, decoded_h = (region_w * num + 7) // 8, (region_h * num + 7) // 8
-    c0 = min(int(np.rint((box_x - x) * num / 8.0)), decoded_w - 1)
-    c1 = min(max(int(np.rint((box_x - x + w) * num / 8.0)), c0 + 1), decoded_w)
-    r0 = min(int(np.rint((top - y) * num / 8.0)), decoded_h - 1)
-    r1 = min(max(int(np.rint((top - y + h) * num / 8.0)), r0 + 1), decoded_h)
-    return x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1
+    decoded_h, decoded_w = (height * num + 7) // 8, (width * num + 7) // 8
+    r0 = min(int(np.rint(top * num / 8.0)), decoded_h - 1)
+    r1 = min(max(int(np.rint((top + h) * num / 8.0)), r0 + 1), decoded_h)
+    c0 = min(int(np.rint(left * num / 8.0)), decoded_w - 1)
+    c1 = min(max(int(np.rint((left + w) * num / 8.0)), c0 + 1), decoded_w)
+    return num, decoded_h, decoded_w, r0, r1, c0, c1
+
+
+def decoded_box(height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
+                out_w: int) -> Tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)``: the part of the image, in source pixels, that the output of a JPEG box
+    covers after :func:`decode_plan` rounds it to the DCT-scaled grid (within half a scaled pixel of
+    the box). A reference resize of exactly this box is what the stage's output approximates."""
+    num, _, _, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
+    step = 8.0 / num  # a scaled pixel covers step x step source pixels (the last one may be partial)
+    return c0 * step, r0 * step, min(c1 * step, float(width)), min(r1 * step, float(height))
 
 
 # --- pixels -----------------------------------------------------------------------------------
@@ -246,38 +226,34 @@ def _resize_into(source: np.ndarray, source_offset: int, source_row_bytes: int, 
 
 @njit(nogil=True, cache=True)
 def _mirror_rows(out: np.ndarray) -> None:
-    """Mirror ``(H, W, 3)`` left-right in place."""
+    """Mirror ``(H, W, 3)`` left-right in place (pixels swapped within each row, in cache)."""
     width = out.shape[1]
     for row in range(out.shape[0]):
+        line = out[row]
         for col in range(width // 2):
             other = width - 1 - col
             for channel in range(3):
-                value = out[row, col, channel]
-                out[row, col, channel] = out[row, other, channel]
-                out[row, other, channel] = value
+                value = line[col, channel]
+                line[col, channel] = line[other, channel]
+                line[other, channel] = value
 
 
 @njit(nogil=True, cache=True)
 def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, left: int, h: int, w: int, flip: bool,
                temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
     """Decode box ``(top, left, h, w)`` of one stored image (JPEG or raw), mirrored if ``flip``, into
-    ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded region (``height * width * 3``
+    ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded image (``height * width * 3``
     bytes suffice). Returns libjpeg-turbo's status (0 = success)."""
     out_h, out_w = out.shape[0], out.shape[1]
-    mirror_output = flip
     status = 0
     if mode == _RAW:
         _resize_into(data, (top * width + left) * 3, width * 3, w, h, out, interpolation)
     else:
-        mcu_w, mcu_h = jpeg_mcu_size(data)
-        x, y, region_w, region_h, num, decoder_flip, c0, c1, r0, r1 = decode_plan(
-            height, width, top, left, h, w, flip, out_h, out_w, mcu_w, mcu_h)
+        num, decoded_h, decoded_w, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
         status = _c_imdecode(np.uint64(data.ctypes.data), np.uint64(data.size), height, width,
-                             np.uint64(temp.ctypes.data), region_h, region_w, x, y, num, 8, 1, 1 if decoder_flip else 0)
-        decoded_w = (region_w * num + 7) // 8
+                             np.uint64(temp.ctypes.data), height, width, 0, 0, num, 8, 0, 0)
         _resize_into(temp, (r0 * decoded_w + c0) * 3, decoded_w * 3, c1 - c0, r1 - r0, out, interpolation)
-        mirror_output = flip and not decoder_flip
-    if mirror_output:
+    if flip:
         _mirror_rows(out)
     return status
 
@@ -301,7 +277,7 @@ def decode_center_crop(data: np.ndarray, mode: int, height: int, width: int, rat
 
 
 # --- FFCV operations --------------------------------------------------------------------------
-_KERNELS = ("_mix64", "_stream_key", "_uniform", "random_crop_box", "center_crop_box", "jpeg_mcu_size", "decode_plan",
+_KERNELS = ("_mix64", "_stream_key", "_uniform", "random_crop_box", "center_crop_box", "decode_plan",
             "_resize_into", "_mirror_rows", "decode_box", "decode_random_crop", "decode_center_crop")
 def _kernel_tree() -> Dict[str, Any]:
     """A fresh set of dispatchers of the kernels, calling each other within the set, for one
@@ -337,7 +313,7 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
         scale: area range of the box, as torchvision's ``RandomResizedCrop``.
         ratio: aspect-ratio range of the box (sampled uniformly in log space).
         seed: seed of the boxes and flips.
-        interpolation: :data:`INTER_AREA` (default) or :data:`INTER_LINEAR`.
+        interpolation: :data:`INTER_LINEAR` (default) or :data:`INTER_AREA`.
 
     Set :attr:`epoch` before each epoch's ``iter(loader)``; no recompilation happens.
     """
@@ -412,7 +388,7 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
     Args:
         output_size: ``(height, width)`` of the output.
         ratio: crop side / short image side (224/256 in the usual recipe).
-        interpolation: :data:`INTER_AREA` (default) or :data:`INTER_LINEAR`.
+        interpolation: :data:`INTER_LINEAR` (default) or :data:`INTER_AREA`.
     """
 
     def __init__(self, output_size: Tuple[int, int], ratio: float = 224 / 256,

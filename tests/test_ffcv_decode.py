@@ -1,0 +1,191 @@
+"""Our FFCV decode stage (shufflenet_pl.data.ffcv_decode): seeded boxes with torchvision's
+distribution, decoded crops against PIL, mirror-image flips, and bitwise-reproducible batches
+through real .beton files."""
+
+import math
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
+
+from shufflenet_pl.data import ffcv_decode as fd  # noqa: E402
+
+LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def test_boxes_follow_torchvision_random_resized_crop() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    from torchvision.transforms import RandomResizedCrop
+
+    height, width, draws = 375, 500, 4000
+    ours = np.array([fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 7, 0, index)[:4] for index in range(draws)])
+    torch.manual_seed(0)
+    image = torch.zeros(3, height, width)
+    theirs = np.array([RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(draws)])
+    for boxes in (ours, theirs):
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= height).all()
+        assert (boxes[:, 1] >= 0).all() and (boxes[:, 1] + boxes[:, 3] <= width).all()
+
+    def features(boxes: np.ndarray) -> List[np.ndarray]:
+        top, left, h, w = boxes.T
+        centre_y, centre_x = (top + h / 2) / height, (left + w / 2) / width
+        return [h * w / (height * width), np.log(w / h), centre_y, centre_x]
+
+    for name, a, b in zip(("scale", "log-aspect", "centre y", "centre x"), features(ours), features(theirs)):
+        assert stats.ks_2samp(a, b).pvalue > 1e-3, name
+    flips = [fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 7, 0, index)[4] for index in range(draws)]
+    assert abs(np.mean(flips) - 0.5) < 0.04
+
+
+def test_box_fallback_is_torchvisions_center_crop() -> None:
+    from torchvision.transforms import RandomResizedCrop
+
+    # No try can fit (every h exceeds the height): both fall back to the centered box of the widest ratio.
+    for height, width in ((10, 1000), (1000, 10)):
+        expected = RandomResizedCrop.get_params(torch.zeros(3, height, width), [0.9, 1.0], [3 / 4, 4 / 3])
+        assert fd.random_crop_box(height, width, 0.9, 1.0, *LOG_RATIO, 0, 0, 0)[:4] == tuple(expected)
+
+
+def test_boxes_are_keyed_by_seed_epoch_and_index() -> None:
+    def boxes(seed: int, epoch: int) -> List[Tuple]:
+        return [fd.random_crop_box(375, 500, 0.08, 1.0, *LOG_RATIO, seed, epoch, index) for index in range(50)]
+
+    assert boxes(0, 0) == boxes(0, 0)
+    assert boxes(0, 0) != boxes(1, 0)
+    assert boxes(0, 0) != boxes(0, 1)
+    assert fd.random_draws(0, 0, 3, 8).tolist() != fd.random_draws(0, 0, 4, 8).tolist()
+
+
+@pytest.fixture(scope="module")
+def natural_jpegs(tmp_path_factory: pytest.TempPathFactory) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """ImageNet-sized photo-like JPEGs as FFCV stores them in a .beton: (jpeg bytes, PIL's decode)."""
+    from PIL import Image
+
+    from benchmarks.data_throughput import make_imagenet_like_jpegs, stored_jpegs
+    from shufflenet_pl.data.convert import convert_split
+
+    root = tmp_path_factory.mktemp("natural")
+    split = make_imagenet_like_jpegs(root, 6)
+    convert_split(split, root / "train.beton", write_mode="jpg", jpeg_quality=90, num_workers=1, progress=False)
+    out = []
+    for data, height, width in stored_jpegs(root / "train.beton"):
+        from io import BytesIO
+
+        image = np.asarray(Image.open(BytesIO(data.tobytes())).convert("RGB"))
+        assert image.shape == (height, width, 3)
+        out.append((np.ascontiguousarray(data), image))
+    return out
+
+
+def _decode(data: np.ndarray, mode: int, height: int, width: int, box: Tuple[int, int, int, int], flip: bool,
+            res: int, interpolation: int = fd.DEFAULT_INTERPOLATION) -> np.ndarray:
+    out = np.empty((res, res, 3), np.uint8)
+    temp = np.empty(height * width * 3, np.uint8)
+    assert fd.decode_box(data, mode, height, width, *box, flip, temp, out, interpolation) == 0
+    return out
+
+
+@pytest.mark.parametrize("res", [176, 64])
+def test_decoded_crops_match_pil_and_flips_mirror(natural_jpegs: list, res: int) -> None:
+    from PIL import Image
+
+    scales_seen = set()
+    for index, (data, image) in enumerate(natural_jpegs):
+        height, width = image.shape[:2]
+        for epoch in range(3):
+            box = fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 0, epoch, index)[:4]
+            num = fd.decode_plan(height, width, *box, res, res)[0]
+            scales_seen.add(num)
+            top, left, h, w = box  # the decoded box is the box, rounded to the scaled grid
+            assert np.allclose(fd.decoded_box(height, width, *box, res, res), (left, top, left + w, top + h), atol=4 / num + 1e-9)
+            reference = np.asarray(Image.fromarray(image).resize((res, res), Image.BILINEAR,
+                                                                 box=fd.decoded_box(height, width, *box, res, res)))
+            plain = _decode(data, 0, height, width, box, False, res)
+            assert psnr(plain, reference) >= 30, (index, box)
+            flipped = _decode(data, 0, height, width, box, True, res)
+            assert np.array_equal(flipped, plain[:, ::-1])
+    assert len(scales_seen) > 1  # the DCT scale path is exercised, not only full-size decodes
+
+
+def test_raw_images_take_the_same_path(natural_jpegs: list) -> None:
+    from PIL import Image
+
+    data, image = natural_jpegs[0]
+    height, width = image.shape[:2]
+    raw = np.ascontiguousarray(image).reshape(-1)
+    box = (30, 50, 200, 260)
+    reference = np.asarray(Image.fromarray(image).resize((96, 96), Image.BILINEAR, box=(50, 30, 310, 230)))
+    plain = _decode(raw, 1, height, width, box, False, 96)
+    assert psnr(plain, reference) >= 30
+    assert np.array_equal(_decode(raw, 1, height, width, box, True, 96), plain[:, ::-1])
+
+
+def test_center_crop_is_deterministic_and_close_to_pil(natural_jpegs: list) -> None:
+    from PIL import Image
+
+    for data, image in natural_jpegs:
+        height, width = image.shape[:2]
+        out, again = (np.empty((112, 112, 3), np.uint8) for _ in range(2))
+        temp = np.empty(height * width * 3, np.uint8)
+        for target in (out, again):
+            assert fd.decode_center_crop(data, 0, height, width, 224 / 256, temp, target, fd.DEFAULT_INTERPOLATION) == 0
+        assert np.array_equal(out, again)
+        top, left, h, w = fd.center_crop_box(height, width, 224 / 256)
+        assert h == w == int(224 / 256 * min(height, width)) and top == (height - h) // 2 and left == (width - w) // 2
+        reference = np.asarray(Image.fromarray(image).resize((112, 112), Image.BILINEAR,
+                                                             box=fd.decoded_box(height, width, top, left, h, w, 112, 112)))
+        assert psnr(out, reference) >= 30
+
+
+def test_decoder_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="interpolation"):
+        fd.SeededRandomResizedCropDecoder((32, 32), interpolation=7)
+    with pytest.raises(ValueError, match="ratio"):
+        fd.CenterCropDecoder((32, 32), ratio=1.5)
+
+
+def _epoch_images(data, epoch: int, skip: int = 0) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    return torch.cat([images for images, _ in data._start_train_epoch(epoch, skip)])
+
+
+@pytest.mark.slow
+def test_same_seed_same_batches_for_any_worker_count(demo_beton_root: Path) -> None:
+    from shufflenet_pl.data.ffcv import FFCVImageNetDataModule
+
+    def module(workers: int, seed: int) -> FFCVImageNetDataModule:
+        data = FFCVImageNetDataModule(str(demo_beton_root), batch_size=20, num_workers=workers, train_res=40,
+                                      val_res=48, seed=seed)
+        data.setup("fit")
+        return data
+
+    one, two, other = module(1, 5), module(2, 5), module(2, 6)
+    code = one.train_loader.code
+    epochs = [_epoch_images(one, epoch) for epoch in (0, 1)]
+    assert one.train_loader.code is code  # a new epoch reaches the compiled code without recompiling
+    assert one._train_decoder.epoch == 1
+    for epoch in (0, 1):
+        assert torch.equal(_epoch_images(two, epoch), epochs[epoch])
+        assert not torch.equal(_epoch_images(other, epoch), epochs[epoch])
+    assert not torch.equal(epochs[0], epochs[1])
+    # Same samples in the same order: the epoch alone changes the crops (it reaches the JIT code at run time).
+    one.train_order = lambda epoch: np.arange(200)  # type: ignore[method-assign]
+    fixed = [_epoch_images(one, epoch) for epoch in (0, 1, 0)]
+    assert not torch.equal(fixed[0], fixed[1]) and torch.equal(fixed[0], fixed[2])
+    assert one.train_loader.code is code
+    # Resumed mid-epoch: the remaining batches are those of the uninterrupted epoch.
+    assert torch.equal(_epoch_images(two, 1, skip=4), epochs[1][4 * 20:])
+    # Validation: deterministic and independent of the worker count.
+    val = [torch.cat([images for images, _ in data.val_dataloader()]) for data in (one, two, one)]
+    assert val[0].shape == (60, 3, 48, 48) and torch.equal(val[0], val[1]) and torch.equal(val[0], val[2])
+    # Progressive resizing still changes the output between epochs.
+    two.set_train_resolution(32)
+    assert _epoch_images(two, 2).shape == (200, 3, 32, 32)
