@@ -30,12 +30,15 @@ costs several times more.
 Every kernel is a module-level ``@njit(nogil=True, cache=True)`` function that takes all of its
 parameters as arguments and calls C through named external symbols (not ctypes pointers), so
 numba's on-disk cache serves them to a second process. The per-epoch values (seed, epoch) reach the
-compiled code at run time through a small array whose address the generated wrapper passes in.
+compiled code at run time through a process-wide table registered with the JIT linker under a fixed
+symbol name: each decoder reads its own row, so no process-specific address is compiled into the
+generated wrapper and the wrapper is cached too.
 """
 
 import ctypes
 import os
 import types as pytypes
+import weakref
 from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
@@ -88,14 +91,36 @@ _c_resize = types.ExternalFunction(_HAL_RESIZE, types.void(
 _CV_8UC3 = 16
 
 
+# Per-epoch values of every seeded decoder of this process, one row [seed, epoch] each. The compiled
+# code reaches the table by symbol name (resolved when the code is linked, also code loaded from the
+# disk cache) and a decoder by its row number, a small integer that is the same in every process.
+_RUN_VALUES_SYMBOL = "shufflenet_pl_decode_run_values"
+_RUN_VALUES = np.zeros((256, 2), dtype=np.int64)
+llvm.add_symbol(_RUN_VALUES_SYMBOL, _RUN_VALUES.ctypes.data)
+_free_rows = list(range(len(_RUN_VALUES)))
+
+
+def _take_row(owner: object) -> int:
+    if not _free_rows:
+        raise RuntimeError(f"more than {len(_RUN_VALUES)} seeded FFCV decoders alive in one process")
+    row = _free_rows.pop(0)
+    weakref.finalize(owner, _free_rows.append, row)
+    _free_rows.sort()  # the lowest free row first, so that rows (part of the cache key) repeat across runs
+    return row
+
+
 @intrinsic
-def _load_int64(typingctx, address, index):  # type: ignore[no-untyped-def]
-    """``((int64*) address)[index]``: how per-epoch values reach compiled code at run time."""
-    sig = types.int64(types.uint64, types.int64)
+def _load_run_value(typingctx, row, column):  # type: ignore[no-untyped-def]
+    """``_RUN_VALUES[row, column]``, read through the table's linker symbol at run time."""
+    sig = types.int64(types.int64, types.int64)
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-        return builder.load(builder.gep(pointer, [args[1]]))
+        table = builder.module.globals.get(_RUN_VALUES_SYMBOL)
+        if table is None:
+            table = ir.GlobalVariable(builder.module, ir.IntType(64), name=_RUN_VALUES_SYMBOL)
+            table.linkage = "external"
+        offset = builder.add(builder.mul(args[0], ir.Constant(ir.IntType(64), 2)), args[1])
+        return builder.load(builder.gep(table, [offset]))
 
     return sig, codegen
 
@@ -330,7 +355,9 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.interpolation = _check_interpolation(interpolation)
         # Read by the compiled code at every batch: [seed, epoch].
-        self._run_values = np.zeros(2, dtype=np.int64)
+        self._row = _take_row(self)
+        self._run_values = _RUN_VALUES[self._row]
+        self._run_values[:] = 0
         self.seed = seed
 
     @property
@@ -356,8 +383,7 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
     def generate_code(self) -> Callable:
         memory_read = self.memory_read
         my_range = Compiler.get_iterator()
-        run_values = self._run_values
-        address = np.uint64(run_values.ctypes.data)
+        row = np.int64(self._row)
         # Plain typed values (numba would treat closure ints as literals and specialise on them).
         scale_min, scale_max = np.float64(self.scale[0]), np.float64(self.scale[1])
         log_ratio_min, log_ratio_max = np.float64(np.log(self.ratio[0])), np.float64(np.log(self.ratio[1]))
@@ -366,7 +392,7 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
 
         def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
             destination, temp_storage = my_storage
-            seed, epoch = _load_int64(address, 0), _load_int64(address, 1)
+            seed, epoch = _load_run_value(row, 0), _load_run_value(row, 1)
             for dst_ix in my_range(len(batch_indices)):
                 source_ix = batch_indices[dst_ix]
                 field = metadata[source_ix]
@@ -378,7 +404,6 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
             return destination[:len(batch_indices)]
 
         decode.is_parallel = True
-        self._keep_alive = run_values  # the compiled wrapper reads this array by address
         return decode
 
 
