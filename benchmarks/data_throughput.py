@@ -22,7 +22,7 @@ Rows:
                          exactly the JPEGs that .beton holds, nothing else: what an FFCV epoch cannot beat
 Profile (for the first .beton setting): FFCV stock: decode only, decode + crop/resize, + flip, + to
 NCHW tensor, so the time of each step is the difference of two rows; ours: one thread timing its
-kernels on the same images and boxes (the region decode alone, then decode + resize), the rest
+kernels on the same images and boxes (the decode at the chosen DCT scale alone, then decode + resize), the rest
 being the loader's time per image beyond that. JIT warm-up per loader, and with ``--startup`` the
 datamodule's pipeline warm-up in a fresh process, first start vs second start (numba code cached).
 All timed epochs run in interleaved rounds, so load from other processes hits every row alike.
@@ -166,8 +166,9 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int) -> EpochFn:
 
 def profile_ours(jpegs: Sequence[Tuple[np.ndarray, int, int]], res: int, rounds: int = 3) -> Dict[str, float]:
     """Milliseconds per image, one thread, of our kernels on the stored JPEGs with the seeded boxes
-    of epoch 0: ``decode`` (libjpeg-turbo on the MCU-aligned region at the chosen DCT scale, flipped)
-    and ``decode_resize`` (the whole decode_box kernel: decode + the one resize into the output)."""
+    of epoch 0: ``decode`` (libjpeg-turbo decoding the whole image at the DCT scale the stage picks
+    for the box) and ``decode_resize`` (the whole decode_box kernel: that decode, the one resize into
+    the output and the mirror of flipped images)."""
     from ffcv.libffcv import imdecode
 
     from shufflenet_pl.data import ffcv_decode as ours
@@ -179,20 +180,18 @@ def profile_ours(jpegs: Sequence[Tuple[np.ndarray, int, int]], res: int, rounds:
     plans = []
     for index, (data, height, width) in enumerate(jpegs):
         top, left, h, w, flip = ours.random_crop_box(height, width, 0.08, 1.0, *log_ratio, 0, 0, index)
-        mcu_w, mcu_h = ours.jpeg_mcu_size(data)
-        x, y, region_w, region_h, num, decoder_flip, *_ = ours.decode_plan(height, width, top, left, h, w, flip, res,
-                                                                           res, mcu_w, mcu_h)
-        plans.append((data, height, width, top, left, h, w, flip, x, y, region_w, region_h, num, decoder_flip))
+        num = ours.decode_plan(height, width, top, left, h, w, res, res)[0]
+        plans.append((data, height, width, top, left, h, w, flip, num))
     seconds = {"decode": 0.0, "decode_resize": 0.0}
-    data, height, width, top, left, h, w, flip, *_ = plans[0]  # compile (or load) the kernel first
+    data, height, width, top, left, h, w, flip, _ = plans[0]  # compile (or load) the kernel first
     ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
     for _ in range(rounds):
         start = time.perf_counter()
-        for data, height, width, _, _, _, _, _, x, y, region_w, region_h, num, decoder_flip in plans:
-            imdecode(data, temp, height, width, region_h, region_w, x, y, num, 8, True, decoder_flip)
+        for data, height, width, *_, num in plans:
+            imdecode(data, temp, height, width, height, width, 0, 0, num, 8, False, False)
         seconds["decode"] += time.perf_counter() - start
         start = time.perf_counter()
-        for data, height, width, top, left, h, w, flip, *_ in plans:
+        for data, height, width, top, left, h, w, flip, _ in plans:
             ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
         seconds["decode_resize"] += time.perf_counter() - start
     return {name: 1e3 * value / (rounds * len(plans)) for name, value in seconds.items()}
@@ -419,9 +418,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    "full_decode_ms": 1e3 * headline_workers / ceiling if ceiling else None}
         report["ours_profile"] = profile
         print(f"where the time goes, ours {profiled} (ms per image; kernels timed on one thread):")
-        print(f"  region decode at the chosen DCT scale (libjpeg-turbo)  {profile['decode_ms']:6.3f} ms"
+        print(f"  decode at the chosen DCT scale (libjpeg-turbo)         {profile['decode_ms']:6.3f} ms"
               + (f"   (full decode: {profile['full_decode_ms']:.3f} ms)" if ceiling else ""))
-        print(f"  resize into the batch (one cv::resize)                 {profile['resize_ms']:6.3f} ms")
+        print(f"  resize into the batch (+ mirror when flipped)          {profile['resize_ms']:6.3f} ms")
         print(f"  rest (page read, box draw, loader, to NCHW tensor)     {profile['rest_ms']:6.3f} ms")
         print(f"  = loader time per image per worker                     {loader_ms:6.3f} ms")
     print(f"  JIT warm-up of our loader: {warmup[ours_name]:.1f} s (first epoch; with the disk cache filled by an "

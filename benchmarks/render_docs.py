@@ -204,11 +204,11 @@ HEADLINES = [
     Headline("Training step vs torchvision, 1.0x, `torch.compile` + bf16, H200",
              "benchmarks/results/h200/model_throughput_compile.json", "docs/speed.md",
              lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "compile"))),
-    Headline("Data loading (FFCV) vs torchvision ImageFolder, 2-core CPU",
+    Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU",
              "benchmarks/results/cpu-2core/data_throughput.json", "docs/data.md",
              lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
              if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
-    Headline("`fit` vs a plain PyTorch loop, images/s, 2-core CPU",
+    Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, 2-core CPU",
              "benchmarks/results/cpu-2core/train_throughput.json", "docs/speed.md",
              lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
              if d.get("fit_images_per_s") and d.get("reference_loop_images_per_s") else None),

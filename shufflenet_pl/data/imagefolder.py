@@ -268,6 +268,3 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         """File paths in the order ``predict_dataloader`` yields them."""
         return [path for path, _ in self.val_set.samples]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, targets = batch
-        return normalize_on_device(images), targets
