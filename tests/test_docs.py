@@ -58,7 +58,7 @@ def test_results_file_renders_its_figures(fake_root: Path) -> None:
 
     headline = write_page(fake_root, "headline")
     render_docs.main([])
-    assert "| Data loading (FFCV) vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
+    assert "| Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
 
 
 def test_record_demo_writes_the_headline_accuracy(fake_root: Path) -> None:
