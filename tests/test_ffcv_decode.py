@@ -189,3 +189,18 @@ def test_same_seed_same_batches_for_any_worker_count(demo_beton_root: Path) -> N
     # Progressive resizing still changes the output between epochs.
     two.set_train_resolution(32)
     assert _epoch_images(two, 2).shape == (200, 3, 32, 32)
+
+
+def test_decoders_take_the_lowest_free_row_of_the_run_value_table() -> None:
+    """Rows are part of the compiled wrapper's cache key: a freed row is reused first, so the same
+    program takes the same rows in every process (and a second start finds its cached code)."""
+    import gc
+
+    first = fd.SeededRandomResizedCropDecoder((32, 32), seed=1)
+    second = fd.SeededRandomResizedCropDecoder((32, 32), seed=2)
+    row = first._row
+    assert second._row != row and first.seed == 1 and second.seed == 2
+    del first
+    gc.collect()
+    third = fd.SeededRandomResizedCropDecoder((32, 32), seed=3)
+    assert third._row == min(row, second._row) and third.seed == 3 and second.seed == 2

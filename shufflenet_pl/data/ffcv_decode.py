@@ -103,9 +103,9 @@ _free_rows = list(range(len(_RUN_VALUES)))
 def _take_row(owner: object) -> int:
     if not _free_rows:
         raise RuntimeError(f"more than {len(_RUN_VALUES)} seeded FFCV decoders alive in one process")
+    _free_rows.sort()  # the lowest free row first, so that rows (part of the cache key) repeat across runs
     row = _free_rows.pop(0)
     weakref.finalize(owner, _free_rows.append, row)
-    _free_rows.sort()  # the lowest free row first, so that rows (part of the cache key) repeat across runs
     return row
 
 
