@@ -195,8 +195,13 @@ class ImageClassifier(L.LightningModule):
         loss = self._train_loss(images, targets)
         # A CUDA graph overwrites its output on the next replay: log a copy, not the graph's own tensor.
         logged = loss.detach().clone() if self.hparams.compile_mode in _CUDA_GRAPH_MODES else loss
-        self.log("train/loss", logged, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        # Nothing logged here may wait for the device: Lightning turns progress-bar values into Python
+        # numbers after every batch, and copies a Python float to the device with a blocking copy. So the
+        # loss is not a progress-bar value (the bar reads it itself, twice a second at most) and the
+        # learning rate is made on the device by a fill kernel.
+        self.log("train/loss", logged, on_step=True, on_epoch=False)
+        lr = self.optimizers().param_groups[0]["lr"]
+        self.log("train/lr", torch.full((), float(lr), device=logged.device), on_step=True, on_epoch=False)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

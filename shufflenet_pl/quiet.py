@@ -70,6 +70,9 @@ class ConciseModelSummary(ModelSummary):
         log.info("\n" + table.rsplit("\n", 1)[0])  # the last line is "0 Total Flops"
 
 
+TRAIN_LOSS = "train/loss"
+
+
 class LogFriendlyProgressBar(TQDMProgressBar):
     """tqdm on a terminal; on a file, a plain line every ``log_every_percent`` % of each epoch."""
 
@@ -81,6 +84,9 @@ class LogFriendlyProgressBar(TQDMProgressBar):
         self.log_every_percent = log_every_percent
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
         self._epoch_started = time.monotonic()
+        self.loss_refresh_s = 0.5
+        self._loss: Optional[float] = None
+        self._loss_read_at = 0.0
 
     # Bars are created silent on a file: tqdm would draw them at creation already.
     def _silent(self) -> Tqdm:
@@ -100,6 +106,19 @@ class LogFriendlyProgressBar(TQDMProgressBar):
 
     def init_predict_tqdm(self) -> Tqdm:
         return super().init_predict_tqdm() if self.interactive else self._silent()
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> Dict[str, Any]:
+        """Lightning's bar metrics plus the latest ``train/loss``, read from the device at most every
+        ``loss_refresh_s`` seconds: the module does not log it as a progress-bar value, which would make
+        Lightning read it (and wait for the device) after every batch."""
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get(TRAIN_LOSS)
+        if loss is not None and TRAIN_LOSS not in metrics:
+            now = time.monotonic()
+            if self._loss is None or now - self._loss_read_at >= self.loss_refresh_s:
+                self._loss, self._loss_read_at = float(loss), now
+            metrics[TRAIN_LOSS] = self._loss
+        return metrics
 
     def _line(self, text: str, metrics: Dict[str, Any]) -> None:
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -167,3 +167,43 @@ def test_validation_uses_the_ema_weights(tmp_path) -> None:
     (result,) = trainer.validate(module, loader, verbose=False)
     assert result["val/loss"] == pytest.approx(ema_loss, rel=1e-4)
     assert result["val/acc1"] == pytest.approx(ema_acc1, abs=1e-6)
+
+
+def test_training_steps_do_not_read_values_back_from_the_device(tmp_path) -> None:
+    """A step of ``fit`` reads no tensor value back to the host (on a GPU each read waits for the device
+    and stalls the queue of a captured step): only the progress bar reads ``train/loss``, rate-limited.
+    Counted as ``aten._local_scalar_dense`` calls (``.item()``, ``float()``) from one step to the next."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from shufflenet_pl.quiet import LogFriendlyProgressBar
+
+    class CountReads(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = CountReads()
+
+    class Window(L.Callback):  # from the start of batch 1 to the start of the last batch
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                counter.__enter__()
+            elif batch_idx == trainer.num_training_batches - 1:
+                counter.__exit__(None, None, None)
+
+    bar = LogFriendlyProgressBar(interactive=False, log_every_percent=10)
+    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.1, schedule="cosine")
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, log_every_n_steps=100, callbacks=[Window(), bar],
+                        default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader(_tiny_loader(96).dataset, batch_size=8))
+    steps_counted = trainer.num_training_batches - 2
+    assert steps_counted == 10
+    # The bar reads the loss at most twice a second (a slow machine gives a few reads in 10 steps).
+    assert counter.reads <= 4, f"{counter.reads} device reads in {steps_counted} steps"
+    assert torch.is_tensor(trainer.callback_metrics["train/lr"])
