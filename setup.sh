@@ -29,7 +29,8 @@ APT_PACKAGES=()
 # FFCV's C extension (libffcv) is compiled at install time against libjpeg-turbo and OpenCV (it uses only
 # cv::Mat and cv::resize, so OpenCV core + imgproc suffice: 14 packages instead of libopencv-dev's 200+).
 # ffcv's Python side imports cv2 from the opencv-python wheel, which loads libGL and libglib at import.
-FFCV_APT_PACKAGES=(g++ pkg-config libturbojpeg0-dev libopencv-core-dev libopencv-imgproc-dev libgl1 libglib2.0-0)
+# Our decode stage compiles a small C kernel against libjpeg's own API (partial decode): gcc, libjpeg-dev.
+FFCV_APT_PACKAGES=(gcc g++ pkg-config libturbojpeg0-dev libjpeg-dev libopencv-core-dev libopencv-imgproc-dev libgl1 libglib2.0-0)
 [ "$FFCV" = 1 ] && APT_PACKAGES+=("${FFCV_APT_PACKAGES[@]}")
 if [ "$DEV" = 1 ]; then
   # A real SLURM for the cluster tests (cluster/local/start.sh starts it on localhost).
@@ -42,7 +43,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null; then
     echo "setup.sh: please install these system packages with your package manager: ${missing[*]}" >&2
-    [ "$FFCV" = 1 ] && echo "setup.sh: FFCV needs a C++ compiler, pkg-config, libjpeg-turbo (turbojpeg.h, libturbojpeg)" \
+    [ "$FFCV" = 1 ] && echo "setup.sh: FFCV needs a C++ compiler, pkg-config, libjpeg-turbo (turbojpeg.h, jpeglib.h and their libraries)" \
       "and OpenCV core + imgproc headers; or run 'bash setup.sh --no-ffcv' and use the ImageFolder datamodule" >&2
     exit 1
   fi

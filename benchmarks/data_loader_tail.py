@@ -7,7 +7,7 @@ FFCV's Loader over one ``.beton`` (e.g. the one ``data_throughput.py`` writes in
 with four tails, interleaved, at 1 and 2 workers: the decoder's uint8 NHWC numpy batch alone; +
 ``ToTensor``; + ``ToTorchImage(channels_last=True)`` (a view: what the datamodule does on a GPU);
 + ``ToTorchImage(channels_last=False)`` (a contiguous NCHW copy, made serially in FFCV's iterator
-thread: what ``data_throughput.py`` asks of every pipeline, as torchvision returns). The ratio of
+thread: what ``data_throughput.py --layout contiguous`` asks of both FFCV pipelines). The ratio of
 the last two is the cost of that copy.
 """
 

@@ -8,7 +8,10 @@ this machine.
 
 Like with like: both pipelines do RandomResizedCrop(res, scale=(0.08, 1)) + horizontal flip and
 return uint8 ``(N, 3, res, res)`` batches (normalisation happens on the device in training, for
-both). Every rate is measured after a warm-up epoch (FFCV's JIT compilation, torchvision's worker
+both). The two FFCV pipelines hand the batch over the same way (``--layout``): by default as FFCV's
+``ToTorchImage()`` does, a channels_last view of the decoded batch (what the datamodule gives a GPU,
+whose model runs channels_last); ``--layout contiguous`` makes both copy it to contiguous NCHW in
+FFCV's iterator thread. torchvision's collate gives contiguous NCHW. Every rate is measured after a warm-up epoch (FFCV's JIT compilation, torchvision's worker
 start-up), over ``--epochs`` epochs, with the same batch size and worker count.
 
 Rows:
@@ -104,9 +107,11 @@ def torchvision_epoch(split: Path, res: int, batch: int, workers: int) -> EpochF
     return epoch
 
 
-def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "full") -> EpochFn:
+def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "full",
+               channels_last: bool = True) -> EpochFn:
     """One epoch of the FFCV train pipeline up to ``stages``: ``crop`` (decode + RandomResizedCrop),
-    ``flip``, ``full`` (+ ToTensor + ToTorchImage: uint8 NCHW as torchvision gives)."""
+    ``flip``, ``full`` (+ ToTensor + ToTorchImage: a uint8 ``(N, 3, H, W)`` tensor, by default FFCV's
+    channels_last view of the batch, with ``channels_last=False`` a contiguous NCHW copy)."""
     import torch
     from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
@@ -117,7 +122,7 @@ def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "f
         image.append(RandomHorizontalFlip())
     image.append(ToTensor())
     if stages == "full":
-        image.append(ToTorchImage(channels_last=False))
+        image.append(ToTorchImage(channels_last=channels_last))
     loader = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0,
                     drop_last=True, os_cache=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
 
@@ -132,9 +137,10 @@ def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "f
     return epoch
 
 
-def ours_epoch(beton: Path, res: int, batch: int, workers: int) -> EpochFn:
-    """One epoch of the datamodule's training decode stage in an FFCV Loader, uint8 NCHW out (the
-    flip happens inside the decode; normalisation on the device, as for the other rows)."""
+def ours_epoch(beton: Path, res: int, batch: int, workers: int, channels_last: bool = True) -> EpochFn:
+    """One epoch of the datamodule's training decode stage in an FFCV Loader, a uint8 ``(N, 3, H, W)``
+    tensor out, laid out as for :func:`ffcv_epoch` (the flip happens inside the decode; normalisation
+    on the device, as for the other rows)."""
     import torch
     from ffcv.fields.decoders import IntDecoder
     from ffcv.loader import Loader, OrderOption
@@ -144,7 +150,7 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int) -> EpochFn:
     from shufflenet_pl.data.jit_cache import pipeline_cache
 
     decoder = SeededRandomResizedCropDecoder((res, res), seed=0)
-    image = [decoder, ToTensor(), ToTorchImage(channels_last=False)]
+    image = [decoder, ToTensor(), ToTorchImage(channels_last=channels_last)]
     with pipeline_cache():
         loader = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0,
                         drop_last=True, os_cache=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
@@ -166,9 +172,10 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int) -> EpochFn:
 
 def profile_ours(jpegs: Sequence[Tuple[np.ndarray, int, int]], res: int, rounds: int = 3) -> Dict[str, float]:
     """Milliseconds per image, one thread, of our kernels on the stored JPEGs with the seeded boxes
-    of epoch 0: ``decode`` (libjpeg-turbo decoding the whole image at the DCT scale the stage picks
-    for the box) and ``decode_resize`` (the whole decode_box kernel: that decode, the one resize into
-    the output and the mirror of flipped images)."""
+    of epoch 0: ``decode`` (libjpeg decoding only the box, at the DCT scale the stage picks for it:
+    ``decode_jpeg_box``) and ``decode_resize`` (the whole ``decode_box`` kernel: that decode, the one
+    resize into the output and the mirror of flipped images); ``full_decode``: FFCV's full decode of the
+    same images, for scale."""
     from ffcv.libffcv import imdecode
 
     from shufflenet_pl.data import ffcv_decode as ours
@@ -180,20 +187,24 @@ def profile_ours(jpegs: Sequence[Tuple[np.ndarray, int, int]], res: int, rounds:
     plans = []
     for index, (data, height, width) in enumerate(jpegs):
         top, left, h, w, flip = ours.random_crop_box(height, width, 0.08, 1.0, *log_ratio, 0, 0, index)
-        num = ours.decode_plan(height, width, top, left, h, w, res, res)[0]
-        plans.append((data, height, width, top, left, h, w, flip, num))
-    seconds = {"decode": 0.0, "decode_resize": 0.0}
-    data, height, width, top, left, h, w, flip, _ = plans[0]  # compile (or load) the kernel first
+        plans.append((data, height, width, top, left, h, w, flip))
+    seconds = {"decode": 0.0, "decode_resize": 0.0, "full_decode": 0.0}
+    data, height, width, top, left, h, w, flip = plans[0]  # compile (or load) the kernels first
     ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
+    ours.decode_jpeg_box(data, height, width, top, left, h, w, res, res, temp)
     for _ in range(rounds):
         start = time.perf_counter()
-        for data, height, width, *_, num in plans:
-            imdecode(data, temp, height, width, height, width, 0, 0, num, 8, False, False)
+        for data, height, width, top, left, h, w, _ in plans:
+            ours.decode_jpeg_box(data, height, width, top, left, h, w, res, res, temp)
         seconds["decode"] += time.perf_counter() - start
         start = time.perf_counter()
-        for data, height, width, top, left, h, w, flip, _ in plans:
+        for data, height, width, top, left, h, w, flip in plans:
             ours.decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, ours.DEFAULT_INTERPOLATION)
         seconds["decode_resize"] += time.perf_counter() - start
+        start = time.perf_counter()
+        for data, height, width, *_ in plans:
+            imdecode(data, temp, height, width, height, width, 0, 0, 1, 1, False, False)
+        seconds["full_decode"] += time.perf_counter() - start
     return {name: 1e3 * value / (rounds * len(plans)) for name, value in seconds.items()}
 
 
@@ -309,6 +320,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                              "(default: jpg:320:90 jpg:256:90 jpg:500:90 raw:320); the first is profiled")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/shufflenet-pl-bench"),
                         help="where the JPEGs and .beton files go (reused across runs)")
+    parser.add_argument("--layout", choices=["channels_last", "contiguous"], default="channels_last",
+                        help="how both FFCV pipelines hand over the (N, 3, H, W) uint8 batch: channels_last, a view "
+                             "of the decoded NHWC batch (FFCV's default ToTorchImage, and what the datamodule gives "
+                             "a GPU), or contiguous, an NCHW copy made in FFCV's iterator thread (default channels_last)")
     parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
     parser.add_argument("--startup", action="store_true",
                         help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start")
@@ -321,6 +336,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from shufflenet_pl.data.convert import convert_split
 
     headline_workers = args.workers[-1]
+    channels_last = args.layout == "channels_last"
     print(f"machine: {os.cpu_count()} CPUs; {args.images} JPEGs, crop {args.res}, batch {args.batch}, "
           f"workers {args.workers}, {args.epochs} timed epochs after 1 warm-up", flush=True)
     split = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images)
@@ -348,8 +364,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             if index == 0:
                 pipelines[key("torchvision", workers)] = torchvision_epoch(split, args.res, args.batch, workers)
                 pipelines[key("decode source", workers)] = decode_epoch(sources, workers)
-            pipelines[key(f"ffcv {name}", workers)] = ffcv_epoch(beton, args.res, args.batch, workers)
-            pipelines[key(f"ours {name}", workers)] = ours_epoch(beton, args.res, args.batch, workers)
+            pipelines[key(f"ffcv {name}", workers)] = ffcv_epoch(beton, args.res, args.batch, workers, channels_last=channels_last)
+            pipelines[key(f"ours {name}", workers)] = ours_epoch(beton, args.res, args.batch, workers, channels_last=channels_last)
             if jpegs:
                 pipelines[key(f"decode {name}", workers)] = decode_epoch(jpegs, workers)
     profiled = names[0]
@@ -375,7 +391,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ours_name, ffcv_name, ceiling_name = f"ours {profiled}", f"ffcv {profiled}", f"decode {profiled}"
     report: Dict[str, object] = {
         "setting": profiled, "images": args.images, "res": args.res, "batch": args.batch, "workers": headline_workers,
-        "epochs": args.epochs, "cpus": os.cpu_count(),
+        "epochs": args.epochs, "cpus": os.cpu_count(), "layout": args.layout,
         "torchvision_images_per_s": tv, "ffcv_images_per_s": rate[ffcv_name], "ours_images_per_s": rate[ours_name],
         "decode_ceiling_images_per_s": rate.get(ceiling_name),
         "ffcv_jit_warmup_s": warmup[ffcv_name], "ours_jit_warmup_s": warmup[ours_name],
@@ -405,7 +421,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"where the time goes, ffcv stock {profiled} (steady; per image per worker):")
     rows = [("decode only (libjpeg-turbo)", rate[ceiling_name]) if ceiling_name in rate else None,
             ("decode + RandomResizedCrop", rate["profile crop"]), ("  + flip", rate["profile flip"]),
-            ("  + ToTensor + NCHW uint8 (full)", rate[ffcv_name])]
+            (f"  + ToTensor + NCHW uint8, {args.layout}", rate[ffcv_name])]
     for label, value in filter(None, rows):
         print(f"  {label:<36}{value:8.0f} img/s  {1e3 * headline_workers / value:6.2f} ms")
     print(f"  JIT warm-up of a loader: {warmup[ffcv_name]:.1f} s (first epoch, before any batch)")
@@ -415,11 +431,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         loader_ms = 1e3 * headline_workers / ours_rate
         profile = {"decode_ms": kernels["decode"], "resize_ms": kernels["decode_resize"] - kernels["decode"],
                    "rest_ms": loader_ms - kernels["decode_resize"], "loader_ms_per_image_per_worker": loader_ms,
-                   "full_decode_ms": 1e3 * headline_workers / ceiling if ceiling else None}
+                   "full_decode_ms": kernels["full_decode"]}
         report["ours_profile"] = profile
         print(f"where the time goes, ours {profiled} (ms per image; kernels timed on one thread):")
-        print(f"  decode at the chosen DCT scale (libjpeg-turbo)         {profile['decode_ms']:6.3f} ms"
-              + (f"   (full decode: {profile['full_decode_ms']:.3f} ms)" if ceiling else ""))
+        print(f"  decode of the box alone, at the chosen DCT scale        {profile['decode_ms']:6.3f} ms"
+              f"   (full decode: {profile['full_decode_ms']:.3f} ms)")
         print(f"  resize into the batch (+ mirror when flipped)          {profile['resize_ms']:6.3f} ms")
         print(f"  rest (page read, box draw, loader, to NCHW tensor)     {profile['rest_ms']:6.3f} ms")
         print(f"  = loader time per image per worker                     {loader_ms:6.3f} ms")

@@ -208,6 +208,17 @@ HEADLINES = [
              "benchmarks/results/cpu-2core/data_throughput.json", "docs/data.md",
              lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
              if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
+    Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 16-core host of an H200",
+             "benchmarks/results/h200/data_throughput.json", "docs/data.md",
+             lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
+             if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
+    Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, H200",
+             "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
+             lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
+             if d.get("fit_images_per_s") and d.get("reference_loop_images_per_s") else None),
+    Headline("GPU busy share of the captured training step (CUDA graphs), 1.0x, bf16, H200",
+             "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
+             lambda d: f"{100 * d['gpu_busy_share']:.0f} %" if d.get("gpu_busy_share") is not None else None),
     Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, 2-core CPU",
              "benchmarks/results/cpu-2core/train_throughput.json", "docs/speed.md",
              lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
@@ -224,7 +235,7 @@ def train_throughput(data: Results) -> str:
         ("bare PyTorch loop, same module and batches, images/s", "bare_loop_images_per_s", "rate"),
         ("torchvision's reference training loop, images/s", "reference_loop_images_per_s", "rate"),
         ("share of `fit` (FFCV) waiting between steps", "data_wait_share", "share"),
-        ("GPU busy share of a model-only step", "gpu_busy_share", "share"),
+        ("GPU busy share of the training step (profiled in the bare loop)", "gpu_busy_share", "share"),
     ])(data)
     ratios = []
     if data.get("model_only_images_per_s") and data.get("bare_loop_images_per_s"):
@@ -232,6 +243,39 @@ def train_throughput(data: Results) -> str:
     if data.get("fit_images_per_s") and data.get("reference_loop_images_per_s"):
         ratios.append(("`fit` with FFCV / torchvision's reference loop", fmt_ratio(data["fit_images_per_s"] / data["reference_loop_images_per_s"])))
     return table + ("\n" + "\n".join(f"| {a} | {b} |" for a, b in ratios) if ratios else "")
+
+
+PARTIAL_DECODE_LABELS = {
+    "ffcv_full_decode": "full decode (FFCV's, what its stock pipeline does)",
+    "kernel_full_decode": "full decode through our box kernel (the box is the whole image)",
+    "box_decode": "our stage: the crop box alone (rows above skipped, columns cropped, rows below not decoded)",
+}
+
+
+def partial_decode(data: Results) -> str:
+    """ms per JPEG of each decode, and its ratio to FFCV's full decode."""
+    full = data["ms_per_image"]["ffcv_full_decode"]
+    rows = [[PARTIAL_DECODE_LABELS.get(name, name), f"{value:.3f}", fmt_ratio(value / full)]
+            for name, value in data["ms_per_image"].items()]
+    rows.append(["mean share of the image inside a crop box", f"{100 * data['mean_box_area_share']:.0f} %", ""])
+    return markdown_table(["decode, one thread", "ms per image", "vs full decode"], rows, "lrr")
+
+
+def gpu_train_throughput(data: Results, without_graphs: Results) -> str:
+    """bench-train on a GPU (CUDA graphs), plus the same step compiled without CUDA graphs: what the graphs add."""
+    table = train_throughput(data)
+    rows = []
+    for label, key in (("bare loop", "bare_loop_images_per_s"), ("`fit` on device batches", "model_only_images_per_s")):
+        if data.get(key) and without_graphs.get(key):
+            rows.append((f"{label}: captured step (CUDA graphs) / compiled step without graphs",
+                         fmt_ratio(data[key] / without_graphs[key])))
+    if data.get("fit_images_per_s") and data.get("model_only_images_per_s"):
+        rows.append(("`fit` with FFCV / `fit` on device batches", fmt_ratio(data["fit_images_per_s"] / data["model_only_images_per_s"])))
+    if data.get("fit_gpu_busy_share") is not None:
+        rows.append(("GPU busy share of `fit` with FFCV", f"{100 * data['fit_gpu_busy_share']:.0f} %"))
+    if without_graphs.get("gpu_busy_share") is not None:
+        rows.append(("GPU busy share of a step compiled without graphs", f"{100 * without_graphs['gpu_busy_share']:.0f} %"))
+    return table + "".join(f"\n| {a} | {b} |" for a, b in rows)
 
 
 def headline_table() -> str:
@@ -251,6 +295,22 @@ def headline_table() -> str:
 CPU = "benchmarks/results/cpu-2core"
 H200 = "benchmarks/results/h200"
 
+DATA_THROUGHPUT_ROWS = [
+    ("torchvision ImageFolder + DataLoader, images/s", "torchvision_images_per_s", "rate"),
+    ("FFCV loader as shipped by ffcv, images/s", "ffcv_images_per_s", "rate"),
+    ("our FFCV datamodule, images/s", "ours_images_per_s", "rate"),
+    ("JPEG decode alone (the ceiling), images/s", "decode_ceiling_images_per_s", "rate"),
+    ("ours / decode ceiling", "ours_vs_ceiling", "ratio"),
+    ("ours / FFCV as shipped", "ours_vs_ffcv", "ratio"),
+    ("ours / torchvision", "ours_vs_torchvision", "ratio"),
+    ("setting of the rows above (stored images)", "setting", "text"),
+    ("CPU cores", "cpus", "text"),
+    ("loader workers", "workers", "text"),
+    ("batch handed over as", "layout", "text"),
+    ("pipeline warm-up of a first start (JIT), s", "startup_first_s", "text1"),
+    ("pipeline warm-up of a second start (JIT cache), s", "startup_second_s", "text1"),
+]
+
 TABLES = [
     Table("headline", (), headline_table, ""),
     Table("cpu-model-throughput", (f"{CPU}/model_throughput_train.json",), speedup_grid,
@@ -262,22 +322,19 @@ TABLES = [
     Table("h200-compile-formulations", (f"{H200}/compile_formulations.json",), compile_formulations,
           "python benchmarks/compile_formulations.py --device cuda"),
     Table("h200-guidelines", (f"{H200}/guidelines.json",), guidelines, "shufflenet-pl guidelines --device cuda"),
-    Table("cpu-data-throughput", (f"{CPU}/data_throughput.json",), key_value_table([
-        ("torchvision ImageFolder + DataLoader, images/s", "torchvision_images_per_s", "rate"),
-        ("FFCV loader as shipped by ffcv, images/s", "ffcv_images_per_s", "rate"),
-        ("our FFCV datamodule, images/s", "ours_images_per_s", "rate"),
-        ("JPEG decode alone (the ceiling), images/s", "decode_ceiling_images_per_s", "rate"),
-        ("ours / decode ceiling", "ours_vs_ceiling", "ratio"),
-        ("ours / FFCV as shipped", "ours_vs_ffcv", "ratio"),
-        ("ours / torchvision", "ours_vs_torchvision", "ratio"),
-        ("setting of the rows above (stored images)", "setting", "text"),
-        ("loader workers", "workers", "text"),
-        ("pipeline warm-up of a first start (JIT), s", "startup_first_s", "text1"),
-        ("pipeline warm-up of a second start (JIT cache), s", "startup_second_s", "text1"),
-    ]), "python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 --startup "
-        "--json benchmarks/results/cpu-2core/data_throughput.json"),
+    Table("cpu-data-throughput", (f"{CPU}/data_throughput.json",), key_value_table(DATA_THROUGHPUT_ROWS),
+          "python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 --startup "
+          "--json benchmarks/results/cpu-2core/data_throughput.json"),
+    Table("h200-data-throughput", (f"{H200}/data_throughput.json",), key_value_table(DATA_THROUGHPUT_ROWS),
+          "python benchmarks/data_throughput.py --images 1500 --settings jpg:320:90 --workers 8 --epochs 1 "
+          "--json benchmarks/results/h200/data_throughput.json"),
+    Table("cpu-partial-decode", (f"{CPU}/partial_decode.json",), partial_decode,
+          "python benchmarks/partial_decode.py /tmp/shufflenet-pl-bench/jpg_max_320_q90.beton "
+          "--json benchmarks/results/cpu-2core/partial_decode.json"),
     Table("cpu-train-throughput", (f"{CPU}/train_throughput.json",), train_throughput,
           "shufflenet-pl bench-train --device cpu"),
+    Table("h200-train-throughput", (f"{H200}/train_throughput.json", f"{H200}/train_throughput_step_default.json"),
+          gpu_train_throughput, "benchmarks/gpu_check.sh"),
     Table("demo-job", (f"{CPU}/demo_job.json",), key_value_table([
         ("epochs", "epochs", "text"), ("optimizer steps", "global_step", "text"),
         ("validation top-1", "val_acc1_percent", "text"), ("validation top-5", "val_acc5_percent", "text"),

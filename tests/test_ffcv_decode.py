@@ -116,6 +116,39 @@ def test_decoded_crops_match_pil_and_flips_mirror(natural_jpegs: list, res: int)
     assert len(scales_seen) > 1  # the DCT scale path is exercised, not only full-size decodes
 
 
+def test_only_the_box_is_decoded_and_equals_the_full_decode(natural_jpegs: list) -> None:
+    """The box kernel's pixels are exactly those of a full decode (libffcv's) at the same DCT scale,
+    and it decodes fewer columns than the image has when the box is narrow."""
+    from ffcv.libffcv import imdecode
+
+    data, image = natural_jpegs[0]
+    height, width = image.shape[:2]
+    box = (40, 96, 120, 100)  # top, left, h, w: well inside, narrow
+    num, decoded_h, decoded_w, r0, r1, c0, c1 = fd.decode_plan(height, width, *box, 64, 64)
+    full = np.zeros((decoded_h, decoded_w, 3), dtype=np.uint8)
+    assert imdecode(data, full, height, width, height, width, 0, 0, num, 8, False, False) == 0
+    temp = np.zeros(height * width * 3, dtype=np.uint8)
+    status, offset, row_bytes = fd.decode_jpeg_box(data, height, width, *box, 64, 64, temp)
+    assert status == 0 and row_bytes < decoded_w * 3  # columns were cropped
+    region = np.stack([temp[offset + r * row_bytes: offset + r * row_bytes + (c1 - c0) * 3] for r in range(r1 - r0)])
+    assert np.array_equal(region.reshape(r1 - r0, c1 - c0, 3), full[r0:r1, c0:c1])
+
+
+def test_a_corrupt_jpeg_gives_an_error_status_and_a_black_image_then_decoding_goes_on(natural_jpegs: list) -> None:
+    data, image = natural_jpegs[0]
+    height, width = image.shape[:2]
+    broken = data.copy()
+    broken[2:200] = 0  # the markers after SOI are gone
+    out = np.full((64, 64, 3), 7, dtype=np.uint8)
+    temp = np.zeros(height * width * 3, dtype=np.uint8)
+    status = fd.decode_box(broken, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out,
+                           fd.DEFAULT_INTERPOLATION)
+    assert status != 0 and not out.any()
+    # the thread's decoder is reused: the next image decodes normally
+    assert fd.decode_box(data, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out,
+                         fd.DEFAULT_INTERPOLATION) == 0 and out.any()
+
+
 def test_raw_images_take_the_same_path(natural_jpegs: list) -> None:
     from PIL import Image
 

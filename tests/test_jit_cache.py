@@ -102,3 +102,33 @@ def test_index_keeps_the_newest_entries_in_files_of_their_own(tmp_path: Path, mo
         oldest = Compiler.compile(_closure(np.full(1, 0.0), njit(_add_one)))
     assert newest(1.0) == 6.0 and oldest(1.0) == 2.0
     assert sum(newest.stats.cache_hits.values()) == 1 and sum(oldest.stats.cache_hits.values()) == 0
+
+
+def _import_decode_stage(env: dict) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "import shufflenet_pl.data.ffcv_decode"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_box_kernel_is_built_once_into_the_cache_folder(tmp_path: Path) -> None:
+    """A fresh cache folder gets the compiled box kernel (and no temporaries); the next process loads
+    it without a compiler; a failed build is one ImportError naming the compiler."""
+    first = _import_decode_stage({jit_cache.ENV: str(tmp_path)})
+    assert first.returncode == 0, first.stderr
+    built = sorted(p.name for p in tmp_path.iterdir() if "jpeg_box" in p.name)
+    assert len(built) == 1 and built[0].endswith(".so"), built
+    again = _import_decode_stage({jit_cache.ENV: str(tmp_path), "CC": "/nonexistent/cc"})
+    assert again.returncode == 0, again.stderr  # loaded, not rebuilt
+    failed = _import_decode_stage({jit_cache.ENV: str(tmp_path / "empty"), "CC": "/nonexistent/cc"})
+    assert failed.returncode != 0
+    assert failed.stderr.strip().splitlines()[-1].startswith("ImportError: the FFCV decode stage compiles a small C "
+                                                              "kernel and needs a C compiler (tried /nonexistent/cc")
+
+
+def test_box_kernel_without_a_cache_folder_leaves_nothing_behind(tmp_path: Path) -> None:
+    result = _import_decode_stage({jit_cache.ENV: "off", "TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []

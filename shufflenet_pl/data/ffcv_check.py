@@ -2,7 +2,8 @@
 after installing, so that a broken build stops the setup instead of the first epoch.
 
 It imports ffcv (and so OpenCV's Python module and numba), then decodes and crops a JPEG through
-libffcv, the C extension built against this machine's libjpeg-turbo and OpenCV.
+libffcv, the C extension built against this machine's libjpeg-turbo and OpenCV, and loads our decode
+stage, which compiles its small libjpeg kernel (``jpeg_box.c``) on first use.
 """
 
 import io
@@ -31,7 +32,15 @@ def check() -> str:
     resize_crop(decoded, 0, height, 0, height, cropped)
     if not 0 < cropped.mean() < 255:
         raise RuntimeError("libffcv's resize returned an empty image")
-    return f"ffcv runs ({ffcv.__file__}): libffcv decoded and resized a JPEG"
+    from shufflenet_pl.data import ffcv_decode
+
+    out = np.zeros((16, 16, 3), dtype=np.uint8)
+    temp = np.empty(height * width * 3, dtype=np.uint8)
+    status = ffcv_decode.decode_box(encoded, int(ffcv_decode._JPG), height, width, 0, 0, height, height, False, temp, out,
+                                    ffcv_decode.DEFAULT_INTERPOLATION)
+    if status != 0 or not 0 < out.mean() < 255:
+        raise RuntimeError(f"the decode stage's JPEG box kernel failed on a test JPEG (status {status})")
+    return f"ffcv runs ({ffcv.__file__}): libffcv and our decode stage decoded and resized a JPEG"
 
 
 def main() -> None:

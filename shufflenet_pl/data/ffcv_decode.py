@@ -1,5 +1,5 @@
-"""Our image decode stage inside FFCV's ``Loader``: seeded RandomResizedCrop / center crop, decoded
-once at the smallest sufficient DCT scale and resized once into the batch, flipped in place.
+"""Our image decode stage inside FFCV's ``Loader``: seeded RandomResizedCrop / center crop, only the
+box decoded, at the smallest sufficient DCT scale, resized once into the batch, flipped in place.
 
 FFCV keeps its file format, page reading, ordering and threads; only the image decoder operation is
 ours (:class:`SeededRandomResizedCropDecoder` for training, :class:`CenterCropDecoder` for
@@ -10,12 +10,15 @@ validation, both subclasses of FFCV's ``ResizedCropRGBImageDecoder``). Per image
    all drawn from a counter-based generator (splitmix64) keyed by ``(seed, epoch, sample index)``,
    never from a thread's random state: the same seed gives bitwise the same batches for any number
    of loader threads, and a run resumed mid-epoch draws what the uninterrupted run drew.
-2. **Decode once, small.** libjpeg-turbo (``imdecode`` of FFCV's libffcv) decodes the image at the
-   smallest DCT scale ``num/8``, ``num`` in 1, 2, 4, at which the box still spans at least the
-   output (else at full scale): the IDCT itself does most of a large downscale.
-3. **One resize** (OpenCV's ``cv::hal::resize``, :data:`DEFAULT_INTERPOLATION`) from the box in the
-   decoded image straight into the batch's uint8 NHWC buffer; a flipped image is then mirrored in
-   place in that buffer (no separate pass over the batch, no copy).
+2. **Decode only the box, small.** libjpeg decodes the box alone (``jpeg_box.c``, compiled on first
+   use: the rows above it are skipped without an IDCT, its columns are cropped to whole iMCUs, the rows
+   below are never decoded) at the smallest DCT scale ``num/8``, ``num`` in 1, 2, 4, at which the box
+   still spans at least the output (else at full scale): the IDCT itself does most of a large
+   downscale. It uses the fast integer IDCT, as FFCV's own decode does, and one extra column on each
+   side of the box, so the box's pixels are exactly those of a full decode.
+3. **One resize** (OpenCV's ``cv::hal::resize``, :data:`DEFAULT_INTERPOLATION`) from the box
+   straight into the batch's uint8 NHWC buffer; a flipped image is then mirrored in place in that
+   buffer (no separate pass over the batch, no copy).
 
 Raw (uncompressed) images take the same path without the decoder.
 
@@ -25,7 +28,7 @@ more than decoding the whole image at ImageNet sizes, even for small boxes; and 
 5/8, 3/4 and 7/8 use generic IDCTs that are slower than a full-size decode. ``INTER_LINEAR`` rather
 than ``INTER_AREA``: after the DCT scale the resize shrinks by less than 2x, where both stay far
 above 30 dB PSNR against an antialiased reference (PIL), and ``INTER_AREA``'s fractional-scale path
-costs several times more.
+costs several times more. ``benchmarks/partial_decode.py`` measures the box decode against a full one.
 
 Every kernel is a module-level ``@njit(nogil=True, cache=True)`` function that takes all of its
 parameters as arguments and calls C through named external symbols (not ctypes pointers), so
@@ -51,6 +54,8 @@ from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.pipeline.compiler import Compiler
 import ffcv.libffcv  # noqa: F401  (loads libffcv and, through it, OpenCV and libturbojpeg)
 import ffcv._libffcv
+
+from shufflenet_pl.data import jpeg_box
 
 __all__ = ["CenterCropDecoder", "DEFAULT_INTERPOLATION", "INTER_AREA", "INTER_LINEAR", "SeededRandomResizedCropDecoder",
            "center_crop_box", "decode_plan", "decoded_box", "random_crop_box", "random_draws"]
@@ -81,14 +86,15 @@ _HAL_RESIZE = "_ZN2cv3hal6resizeEiPKhmiiPhmiiddi"  # cv::hal::resize(int, const 
 if not ctypes.CDLL(ffcv._libffcv.__file__)[_HAL_RESIZE]:  # pragma: no cover - raises AttributeError itself
     raise ImportError("OpenCV's cv::hal::resize is not reachable from ffcv's libffcv")
 
-# Pointers travel as 64-bit integers (same registers in the C ABI), C bools as uint32 (zero-extended).
-_c_imdecode = types.ExternalFunction("imdecode", types.int32(
-    types.uint64, types.uint64, types.uint32, types.uint32, types.uint64, types.uint32, types.uint32,
-    types.uint32, types.uint32, types.uint32, types.uint32, types.uint32, types.uint32))
+# Pointers travel as 64-bit integers (same registers in the C ABI).
 _c_resize = types.ExternalFunction(_HAL_RESIZE, types.void(
     types.int32, types.uint64, types.uint64, types.int32, types.int32, types.uint64, types.uint64, types.int32,
     types.int32, types.float64, types.float64, types.int32))
 _CV_8UC3 = 16
+jpeg_box.load()
+_c_jpeg_box = types.ExternalFunction(jpeg_box.SYMBOL, types.int64(
+    types.uint64, types.uint64, types.int64, types.int64, types.int64, types.int64, types.int64, types.uint64,
+    types.int64, types.uint64))
 
 
 # Per-epoch values of every seeded decoder of this process, one row [seed, epoch] each. The compiled
@@ -264,20 +270,40 @@ def _mirror_rows(out: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True)
+def decode_jpeg_box(data: np.ndarray, height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
+                    out_w: int, temp: np.ndarray) -> Tuple[int, int, int]:
+    """Decode the part of a JPEG that box ``(top, left, h, w)`` needs for an ``out_h x out_w`` output
+    (:func:`decode_plan`'s DCT scale and rounded box) into ``temp``, and nothing else: rows above the
+    box are skipped, columns cropped to whole iMCUs, rows below never decoded (``jpeg_box.c``).
+    Returns ``(status, offset, row_bytes)``: libjpeg's status (0 = success) and where the box's first
+    pixel and its rows are in ``temp``."""
+    num, _, decoded_w, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
+    # One more column on each side: the chroma upsampling of a cropped decode's edge columns differs
+    # from a full decode's, so the box's own columns stay inside and equal a full decode's pixels.
+    first, last = max(c0 - 1, 0), min(c1 + 1, decoded_w)
+    x0_xw = np.zeros(2, dtype=np.int64)
+    status = _c_jpeg_box(np.uint64(data.ctypes.data), np.uint64(data.size), num, r0, r1 - r0, first, last - first,
+                         np.uint64(temp.ctypes.data), temp.size, np.uint64(x0_xw.ctypes.data))
+    return status, (c0 - x0_xw[0]) * 3, x0_xw[1] * 3
+
+
+@njit(nogil=True, cache=True)
 def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, left: int, h: int, w: int, flip: bool,
                temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
     """Decode box ``(top, left, h, w)`` of one stored image (JPEG or raw), mirrored if ``flip``, into
-    ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded image (``height * width * 3``
-    bytes suffice). Returns libjpeg-turbo's status (0 = success)."""
+    ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded box (``height * width * 3``
+    bytes suffice). Returns libjpeg's status (0 = success; otherwise ``out`` is black)."""
     out_h, out_w = out.shape[0], out.shape[1]
     status = 0
     if mode == _RAW:
         _resize_into(data, (top * width + left) * 3, width * 3, w, h, out, interpolation)
     else:
-        num, decoded_h, decoded_w, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
-        status = _c_imdecode(np.uint64(data.ctypes.data), np.uint64(data.size), height, width,
-                             np.uint64(temp.ctypes.data), height, width, 0, 0, num, 8, 0, 0)
-        _resize_into(temp, (r0 * decoded_w + c0) * 3, decoded_w * 3, c1 - c0, r1 - r0, out, interpolation)
+        status, offset, row_bytes = decode_jpeg_box(data, height, width, top, left, h, w, out_h, out_w, temp)
+        if status != 0:
+            out[:] = 0
+            return status
+        _, _, _, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
+        _resize_into(temp, offset, row_bytes, c1 - c0, r1 - r0, out, interpolation)
     if flip:
         _mirror_rows(out)
     return status
@@ -303,7 +329,7 @@ def decode_center_crop(data: np.ndarray, mode: int, height: int, width: int, rat
 
 # --- FFCV operations --------------------------------------------------------------------------
 _KERNELS = ("_mix64", "_stream_key", "_uniform", "random_crop_box", "center_crop_box", "decode_plan",
-            "_resize_into", "_mirror_rows", "decode_box", "decode_random_crop", "decode_center_crop")
+            "_resize_into", "_mirror_rows", "decode_jpeg_box", "decode_box", "decode_random_crop", "decode_center_crop")
 def _kernel_tree() -> Dict[str, Any]:
     """A fresh set of dispatchers of the kernels, calling each other within the set, for one
     generated wrapper. The code and the on-disk cache entries are those of the module-level kernels
