@@ -187,6 +187,11 @@ def _ratio_or_none(value: Optional[float]) -> Optional[str]:
     return fmt_ratio(value) if value is not None else None
 
 
+def _rate_ratio(numerator: str, denominator: str) -> Callable[[Results], Optional[str]]:
+    """A headline value: the ratio of two rates of one results file, when both are there."""
+    return lambda d: fmt_ratio(d[numerator] / d[denominator]) if d.get(numerator) and d.get(denominator) else None
+
+
 HEADLINES = [
     Headline("Demo job (`launch.py`): validation top-1", "benchmarks/results/cpu-2core/demo_job.json",
              "docs/training.md",
@@ -206,23 +211,19 @@ HEADLINES = [
              lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "compile"))),
     Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU",
              "benchmarks/results/cpu-2core/data_throughput.json", "docs/data.md",
-             lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
-             if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
+             _rate_ratio("ours_images_per_s", "torchvision_images_per_s")),
     Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 16-core host of an H200",
              "benchmarks/results/h200/data_throughput.json", "docs/data.md",
-             lambda d: fmt_ratio(d["ours_images_per_s"] / d["torchvision_images_per_s"])
-             if d.get("ours_images_per_s") and d.get("torchvision_images_per_s") else None),
+             _rate_ratio("ours_images_per_s", "torchvision_images_per_s")),
     Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, H200",
              "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
-             lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
-             if d.get("fit_images_per_s") and d.get("reference_loop_images_per_s") else None),
+             _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")),
     Headline("GPU busy share of the captured training step (CUDA graphs), 1.0x, bf16, H200",
              "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
              lambda d: f"{100 * d['gpu_busy_share']:.0f} %" if d.get("gpu_busy_share") is not None else None),
     Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, 2-core CPU",
              "benchmarks/results/cpu-2core/train_throughput.json", "docs/speed.md",
-             lambda d: fmt_ratio(d["fit_images_per_s"] / d["reference_loop_images_per_s"])
-             if d.get("fit_images_per_s") and d.get("reference_loop_images_per_s") else None),
+             _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")),
 ]
 
 
