@@ -122,6 +122,11 @@ def test_box_kernel_is_built_once_into_the_cache_folder(tmp_path: Path) -> None:
     assert len(built) == 1 and built[0].endswith(".so"), built
     again = _import_decode_stage({jit_cache.ENV: str(tmp_path), "CC": "/nonexistent/cc"})
     assert again.returncode == 0, again.stderr  # loaded, not rebuilt
+    library = tmp_path / built[0]
+    library.write_bytes(b"not a library")  # e.g. built by another machine against another libjpeg
+    rebuilt = _import_decode_stage({jit_cache.ENV: str(tmp_path)})
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert library.read_bytes()[:4] == b"\x7fELF"
     failed = _import_decode_stage({jit_cache.ENV: str(tmp_path / "empty"), "CC": "/nonexistent/cc"})
     assert failed.returncode != 0
     assert failed.stderr.strip().splitlines()[-1].startswith("ImportError: the FFCV decode stage compiles a small C "

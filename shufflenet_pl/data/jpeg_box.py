@@ -11,6 +11,7 @@ decode kernels call it by name and stay cacheable on disk.
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -58,11 +59,16 @@ def load() -> Path:
     private = folder is None  # caching off: a build of this process's own, removed once loaded
     if private:
         folder = Path(tempfile.mkdtemp(prefix="shufflenet-pl-jpeg-"))
-    library = folder / f"jpeg_box-{version}.so"
+    # Per source version and processor (a home folder may be shared by machines of other kinds).
+    library = folder / f"jpeg_box-{version}-{platform.machine()}.so"
     try:
         if not library.is_file():
             _build(library)
-        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+        try:
+            ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+        except OSError:  # built elsewhere against another libjpeg: rebuild here, in place
+            _build(library)
+            ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
         llvm.load_library_permanently(str(library))
     finally:
         if private:
