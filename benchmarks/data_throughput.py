@@ -33,7 +33,7 @@ With ``--workers 1 2`` every first-setting row is measured at each worker count;
 numbers (``--json``) are those of the last count.
 
 The source JPEGs are drawn procedurally at ImageNet's sizes (most 500x375 or 375x500, some
-larger, mean ~110-130 KB at quality 90): same pixel counts and entropy as photos, no download.
+larger, quality 90; the run prints their mean size): photo-like pixel counts and texture, no download.
 """
 
 import argparse
