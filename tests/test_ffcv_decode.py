@@ -128,7 +128,8 @@ def test_only_the_box_is_decoded_and_equals_the_full_decode(natural_jpegs: list)
     full = np.zeros((decoded_h, decoded_w, 3), dtype=np.uint8)
     assert imdecode(data, full, height, width, height, width, 0, 0, num, 8, False, False) == 0
     temp = np.zeros(height * width * 3, dtype=np.uint8)
-    status, offset, row_bytes = fd.decode_jpeg_box(data, height, width, *box, 64, 64, temp)
+    status, offset, row_bytes, box_w, box_h = fd.decode_jpeg_box(data, height, width, *box, 64, 64, temp)
+    assert (box_w, box_h) == (c1 - c0, r1 - r0)
     assert status == 0 and row_bytes < decoded_w * 3  # columns were cropped
     region = np.stack([temp[offset + r * row_bytes: offset + r * row_bytes + (c1 - c0) * 3] for r in range(r1 - r0)])
     assert np.array_equal(region.reshape(r1 - r0, c1 - c0, 3), full[r0:r1, c0:c1])

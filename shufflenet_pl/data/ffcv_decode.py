@@ -271,12 +271,12 @@ def _mirror_rows(out: np.ndarray) -> None:
 
 @njit(nogil=True, cache=True)
 def decode_jpeg_box(data: np.ndarray, height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
-                    out_w: int, temp: np.ndarray) -> Tuple[int, int, int]:
+                    out_w: int, temp: np.ndarray) -> Tuple[int, int, int, int, int]:
     """Decode the part of a JPEG that box ``(top, left, h, w)`` needs for an ``out_h x out_w`` output
     (:func:`decode_plan`'s DCT scale and rounded box) into ``temp``, and nothing else: rows above the
     box are skipped, columns cropped to whole iMCUs, rows below never decoded (``jpeg_box.c``).
-    Returns ``(status, offset, row_bytes)``: libjpeg's status (0 = success) and where the box's first
-    pixel and its rows are in ``temp``."""
+    Returns ``(status, offset, row_bytes, box_w, box_h)``: libjpeg's status (0 = success), where the
+    decoded box's first pixel and its rows are in ``temp``, and its size in decoded pixels."""
     num, _, decoded_w, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
     # One more column on each side: the chroma upsampling of a cropped decode's edge columns differs
     # from a full decode's, so the box's own columns stay inside and equal a full decode's pixels.
@@ -284,7 +284,7 @@ def decode_jpeg_box(data: np.ndarray, height: int, width: int, top: int, left: i
     x0_xw = np.zeros(2, dtype=np.int64)
     status = _c_jpeg_box(np.uint64(data.ctypes.data), np.uint64(data.size), num, r0, r1 - r0, first, last - first,
                          np.uint64(temp.ctypes.data), temp.size, np.uint64(x0_xw.ctypes.data))
-    return status, (c0 - x0_xw[0]) * 3, x0_xw[1] * 3
+    return status, (c0 - x0_xw[0]) * 3, x0_xw[1] * 3, c1 - c0, r1 - r0
 
 
 @njit(nogil=True, cache=True)
@@ -298,12 +298,12 @@ def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, l
     if mode == _RAW:
         _resize_into(data, (top * width + left) * 3, width * 3, w, h, out, interpolation)
     else:
-        status, offset, row_bytes = decode_jpeg_box(data, height, width, top, left, h, w, out_h, out_w, temp)
+        status, offset, row_bytes, box_w, box_h = decode_jpeg_box(data, height, width, top, left, h, w, out_h, out_w,
+                                                                  temp)
         if status != 0:
             out[:] = 0
             return status
-        _, _, _, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
-        _resize_into(temp, offset, row_bytes, c1 - c0, r1 - r0, out, interpolation)
+        _resize_into(temp, offset, row_bytes, box_w, box_h, out, interpolation)
     if flip:
         _mirror_rows(out)
     return status
