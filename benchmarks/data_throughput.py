@@ -11,8 +11,9 @@ return uint8 ``(N, 3, res, res)`` batches (normalisation happens on the device i
 both). The two FFCV pipelines hand the batch over the same way (``--layout``): by default as FFCV's
 ``ToTorchImage()`` does, a channels_last view of the decoded batch (what the datamodule gives a GPU,
 whose model runs channels_last); ``--layout contiguous`` makes both copy it to contiguous NCHW in
-FFCV's iterator thread. torchvision's collate gives contiguous NCHW. Every rate is measured after a warm-up epoch (FFCV's JIT compilation, torchvision's worker
-start-up), over ``--epochs`` epochs, with the same batch size and worker count.
+FFCV's iterator thread. torchvision's collate gives contiguous NCHW. Every rate is measured after a
+warm-up epoch (FFCV's JIT compilation, torchvision's worker start-up), over ``--epochs`` epochs, with
+the same batch size and worker count.
 
 Rows:
   torchvision            ImageFolder (PIL decode of the source JPEGs) + DataLoader, persistent workers
@@ -25,8 +26,8 @@ Rows:
                          exactly the JPEGs that .beton holds, nothing else: what an FFCV epoch cannot beat
 Profile (for the first .beton setting): FFCV stock: decode only, decode + crop/resize, + flip, + to
 NCHW tensor, so the time of each step is the difference of two rows; ours: one thread timing its
-kernels on the same images and boxes (the decode at the chosen DCT scale alone, then decode + resize), the rest
-being the loader's time per image beyond that. JIT warm-up per loader, and with ``--startup`` the
+kernels on the same images and boxes (the box decode alone, then decode + resize, and a full decode
+for scale), the rest being the loader's time per image beyond that. JIT warm-up per loader, and with ``--startup`` the
 datamodule's pipeline warm-up in a fresh process, first start vs second start (numba code cached).
 All timed epochs run in interleaved rounds, so load from other processes hits every row alike.
 With ``--workers 1 2`` every first-setting row is measured at each worker count; the headline

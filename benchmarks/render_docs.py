@@ -238,12 +238,15 @@ def train_throughput(data: Results) -> str:
         ("share of `fit` (FFCV) waiting between steps", "data_wait_share", "share"),
         ("GPU busy share of the training step (profiled in the bare loop)", "gpu_busy_share", "share"),
     ])(data)
-    ratios = []
-    if data.get("model_only_images_per_s") and data.get("bare_loop_images_per_s"):
-        ratios.append(("`fit` on device batches / bare loop", fmt_ratio(data["model_only_images_per_s"] / data["bare_loop_images_per_s"])))
-    if data.get("fit_images_per_s") and data.get("reference_loop_images_per_s"):
-        ratios.append(("`fit` with FFCV / torchvision's reference loop", fmt_ratio(data["fit_images_per_s"] / data["reference_loop_images_per_s"])))
-    return table + ("\n" + "\n".join(f"| {a} | {b} |" for a, b in ratios) if ratios else "")
+    return table + _extra_rows([
+        ("`fit` on device batches / bare loop", _rate_ratio("model_only_images_per_s", "bare_loop_images_per_s")(data)),
+        ("`fit` with FFCV / torchvision's reference loop", _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")(data)),
+    ])
+
+
+def _extra_rows(rows: Sequence[tuple]) -> str:
+    """``(label, value)`` rows appended to a two-column table; rows without a value are left out."""
+    return "".join(f"\n| {label} | {value} |" for label, value in rows if value is not None)
 
 
 PARTIAL_DECODE_LABELS = {
@@ -264,19 +267,16 @@ def partial_decode(data: Results) -> str:
 
 def gpu_train_throughput(data: Results, without_graphs: Results) -> str:
     """bench-train on a GPU (CUDA graphs), plus the same step compiled without CUDA graphs: what the graphs add."""
-    table = train_throughput(data)
-    rows = []
-    for label, key in (("bare loop", "bare_loop_images_per_s"), ("`fit` on device batches", "model_only_images_per_s")):
-        if data.get(key) and without_graphs.get(key):
-            rows.append((f"{label}: captured step (CUDA graphs) / compiled step without graphs",
-                         fmt_ratio(data[key] / without_graphs[key])))
-    if data.get("fit_images_per_s") and data.get("model_only_images_per_s"):
-        rows.append(("`fit` with FFCV / `fit` on device batches", fmt_ratio(data["fit_images_per_s"] / data["model_only_images_per_s"])))
-    if data.get("fit_gpu_busy_share") is not None:
-        rows.append(("GPU busy share of `fit` with FFCV", f"{100 * data['fit_gpu_busy_share']:.0f} %"))
-    if without_graphs.get("gpu_busy_share") is not None:
-        rows.append(("GPU busy share of a step compiled without graphs", f"{100 * without_graphs['gpu_busy_share']:.0f} %"))
-    return table + "".join(f"\n| {a} | {b} |" for a, b in rows)
+    def share(value: Optional[float]) -> Optional[str]:
+        return f"{100 * value:.0f} %" if value is not None else None
+
+    rows = [(f"{label}: captured step (CUDA graphs) / compiled step without graphs",
+             fmt_ratio(data[key] / without_graphs[key]) if data.get(key) and without_graphs.get(key) else None)
+            for label, key in (("bare loop", "bare_loop_images_per_s"), ("`fit` on device batches", "model_only_images_per_s"))]
+    rows += [("`fit` with FFCV / `fit` on device batches", _rate_ratio("fit_images_per_s", "model_only_images_per_s")(data)),
+             ("GPU busy share of `fit` with FFCV", share(data.get("fit_gpu_busy_share"))),
+             ("GPU busy share of a step compiled without graphs", share(without_graphs.get("gpu_busy_share")))]
+    return train_throughput(data) + _extra_rows(rows)
 
 
 def headline_table() -> str:

@@ -3,10 +3,11 @@
 The pipelines follow FFCV's ImageNet example (ffcv-imagenet ``train_imagenet.py``) with our own decode
 stage (:mod:`shufflenet_pl.data.ffcv_decode`): training decodes only each image's RandomResizedCrop
 box, at the smallest DCT scale that still leaves it at least the output size, resizes the box once
-into the batch and mirrors it when flipped; the box and flip come from a counter-based generator keyed by
-(seed, epoch, sample index), so a seed fixes every batch for any number of threads and after a
-mid-epoch resume. Validation decodes a center crop of ratio 224/256 the same way. On a GPU the uint8
-batch goes to the local rank's device and the module normalises it inside its training step. Progressive resizing changes the crop size between epochs
+into the batch and mirrors it when flipped; the box and flip come from a counter-based generator
+keyed by (seed, epoch, sample index), so a seed fixes every batch for any number of threads and after
+a mid-epoch resume. Validation decodes a center crop of ratio 224/256 the same way. On a GPU the uint8
+batch goes to the local rank's device and the module normalises it inside its training step.
+Progressive resizing changes the crop size between epochs
 (:class:`shufflenet_pl.callbacks.ProgressiveResizing` calls :meth:`set_train_resolution`).
 
 Differences from FFCV's own ``distributed=True`` (which wraps ``DistributedSampler``): the sample
