@@ -45,7 +45,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {name!r}: only cpu and cuda are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r}: no CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu")
+        raise ValueError(
+            f"--device {name!r}: no CUDA GPU is visible (torch.cuda.is_available() is False); use --device cpu"
+        )
     return device
 
 

@@ -49,7 +49,12 @@ from shufflenet_pl.models import build_model
 __all__ = ["FORMULATIONS", "DepthwiseTaps", "PointwiseMatmul", "build_formulation", "main"]
 
 FORMULATIONS = ("ours", "pointwise-matmul", "depthwise-taps", "both")
-WIDTHS = {"0.5": "shufflenet_v2_x0_5", "1.0": "shufflenet_v2_x1_0", "1.5": "shufflenet_v2_x1_5", "2.0": "shufflenet_v2_x2_0"}
+WIDTHS = {
+    "0.5": "shufflenet_v2_x0_5",
+    "1.0": "shufflenet_v2_x1_0",
+    "1.5": "shufflenet_v2_x1_5",
+    "2.0": "shufflenet_v2_x2_0",
+}
 
 
 def _weight_like(x: Tensor, weight: Tensor) -> Tensor:
@@ -79,7 +84,9 @@ class DepthwiseTaps(nn.Conv2d):
         out: Optional[Tensor] = None
         for i in range(3):
             for j in range(3):
-                window = padded[:, :, i : i + stride * (out_height - 1) + 1 : stride, j : j + stride * (out_width - 1) + 1 : stride]
+                window = padded[
+                    :, :, i : i + stride * (out_height - 1) + 1 : stride, j : j + stride * (out_width - 1) + 1 : stride
+                ]
                 tap = window * weight[:, 0, i, j].view(1, channels, 1, 1)
                 out = tap if out is None else out + tap
         assert out is not None
@@ -94,7 +101,11 @@ def build_formulation(name: str, model: nn.Module) -> nn.Module:
     for module in model.modules():
         if type(module) is not nn.Conv2d or module.bias is not None:
             continue
-        depthwise = module.groups == module.in_channels == module.out_channels > 1 and module.kernel_size == (3, 3) and module.padding == (1, 1)
+        depthwise = (
+            module.groups == module.in_channels == module.out_channels > 1
+            and module.kernel_size == (3, 3)
+            and module.padding == (1, 1)
+        )
         pointwise = module.groups == 1 and module.kernel_size == (1, 1) and module.stride == (1, 1)
         if depthwise and name in ("depthwise-taps", "both"):
             module.__class__ = DepthwiseTaps
@@ -129,8 +140,15 @@ def kernel_seconds_per_step(step: Callable[[], None], steps: int) -> float:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    check_minimums((("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32), ("--repeats", args.repeats, 1),
-                    ("--warmup", args.warmup, 0), ("--profile-steps", args.profile_steps, 0)))
+    check_minimums(
+        (
+            ("--batch-size", args.batch_size, 1),
+            ("--image-size", args.image_size, 32),
+            ("--repeats", args.repeats, 1),
+            ("--warmup", args.warmup, 0),
+            ("--profile-steps", args.profile_steps, 0),
+        )
+    )
     device = resolve_device(args.device)
     synchronize = synchronizer(device)
     if device.type == "cuda":
@@ -143,10 +161,19 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     check = torch.randn(2, 3, args.image_size, args.image_size, generator=generator)
     with torch.no_grad():
         reference = theirs.eval()(check)  # before the model moves and trains
-    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(device, memory_format=torch.channels_last)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator).to(
+        device, memory_format=torch.channels_last
+    )
     labels = torch.randint(0, 1000, (args.batch_size,), generator=generator).to(device)
-    report: Dict[str, Any] = {"environment": environment(device), "width": args.width, "batch_size": args.batch_size,
-                              "image_size": args.image_size, "compile": not args.no_compile, "bf16": not args.no_bf16, "results": []}
+    report: Dict[str, Any] = {
+        "environment": environment(device),
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "compile": not args.no_compile,
+        "bf16": not args.no_bf16,
+        "results": [],
+    }
 
     def prepare(model: nn.Module) -> Callable[[], None]:
         model = model.to(device, memory_format=torch.channels_last).train()
@@ -160,21 +187,32 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         torchvision_step()
     synchronize()
     report["torchvision_warmup_s"] = time.perf_counter() - start
-    print(f"torchvision {name}: {'compiled and ' * (not args.no_compile)}warmed up in {report['torchvision_warmup_s']:.0f} s", flush=True)
+    print(
+        f"torchvision {name}: {'compiled and ' * (not args.no_compile)}warmed up in "
+        f"{report['torchvision_warmup_s']:.0f} s",
+        flush=True,
+    )
     rows: List[List[str]] = []
     for formulation in args.formulations:
         model = build_formulation(formulation, ours)
         with torch.no_grad():
             difference = float((model.eval()(check) - reference).abs().max())
         if difference > 1e-4 * float(reference.abs().max()):
-            raise ValueError(f"{formulation}: logits differ from torchvision's by {difference:.3g}; the rewrite is wrong")
+            raise ValueError(
+                f"{formulation}: logits differ from torchvision's by {difference:.3g}; the rewrite is wrong"
+            )
         start = time.perf_counter()
         step = prepare(model)
         for _ in range(args.warmup):
             step()
         synchronize()
         warmup_seconds = time.perf_counter() - start
-        samples = time_interleaved({"torchvision": torchvision_step, formulation: step}, repeats=args.repeats, warmup=0, synchronize=synchronize)
+        samples = time_interleaved(
+            {"torchvision": torchvision_step, formulation: step},
+            repeats=args.repeats,
+            warmup=0,
+            synchronize=synchronize,
+        )
         result: Dict[str, Any] = {
             "formulation": formulation,
             "max_logit_difference": difference,
@@ -183,15 +221,27 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             "seconds": samples,
         }
         if device.type == "cuda" and args.profile_steps > 0:
-            result["kernel_s_per_step"] = {"torchvision": kernel_seconds_per_step(torchvision_step, args.profile_steps),
-                                           formulation: kernel_seconds_per_step(step, args.profile_steps)}
+            result["kernel_s_per_step"] = {
+                "torchvision": kernel_seconds_per_step(torchvision_step, args.profile_steps),
+                formulation: kernel_seconds_per_step(step, args.profile_steps),
+            }
         report["results"].append(result)
         write_json(args.out_dir / "compile_formulations.json", report)
-        row = [formulation, f"{args.batch_size / median(samples[formulation]):,.0f}", f"{args.batch_size / median(samples['torchvision']):,.0f}",
-               f"{result['speedup']:.3f}x", f"{difference:.1e}"]
+        row = [
+            formulation,
+            f"{args.batch_size / median(samples[formulation]):,.0f}",
+            f"{args.batch_size / median(samples['torchvision']):,.0f}",
+            f"{result['speedup']:.3f}x",
+            f"{difference:.1e}",
+        ]
         if "kernel_s_per_step" in result:
             kernels = result["kernel_s_per_step"]
-            row.append(" / ".join(f"{kernels[who] * 1e3:.1f} of {median(samples[who]) * 1e3:.1f}" for who in (formulation, "torchvision")))
+            row.append(
+                " / ".join(
+                    f"{kernels[who] * 1e3:.1f} of {median(samples[who]) * 1e3:.1f}"
+                    for who in (formulation, "torchvision")
+                )
+            )
         rows.append(row)
         print(f"{formulation}: {row[3]} torchvision's training step (warm-up {warmup_seconds:.0f} s)", flush=True)
     header = ["formulation", "ours img/s", "torchvision img/s", "speedup", "max |logit diff|"]
@@ -202,18 +252,35 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--formulations", nargs="+", choices=FORMULATIONS, default=list(FORMULATIONS), help="what to time against torchvision (default: all)")
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--formulations",
+        nargs="+",
+        choices=FORMULATIONS,
+        default=list(FORMULATIONS),
+        help="what to time against torchvision (default: all)",
+    )
     parser.add_argument("--width", choices=sorted(WIDTHS), default="1.0", help="model width (default: 1.0)")
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if visible, else CPU), cpu, cuda, cuda:N")
     parser.add_argument("--batch-size", type=int, default=256, help="images per training step (default: 256)")
     parser.add_argument("--image-size", type=int, default=160, help="input side (default: 160)")
     parser.add_argument("--repeats", type=int, default=20, help="timed steps per model, alternating (default: 20)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first; compilation happens here (default: 2)")
-    parser.add_argument("--profile-steps", type=int, default=5, help="steps profiled for GPU kernel time, 0 for none (default: 5; GPU only)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps per model first; compilation happens here (default: 2)"
+    )
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=5,
+        help="steps profiled for GPU kernel time, 0 for none (default: 5; GPU only)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="eager mode (to check the formulations quickly)")
     parser.add_argument("--no-bf16", action="store_true", help="float32 instead of bf16 autocast")
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/benchmarks"), help="where the JSON goes (default: runs/benchmarks)")
+    parser.add_argument(
+        "--out-dir", type=Path, default=Path("runs/benchmarks"), help="where the JSON goes (default: runs/benchmarks)"
+    )
     return parser
 
 

@@ -27,9 +27,12 @@ sys.path.insert(0, str(REPO))
 def _tails() -> Dict[str, Callable[[], list]]:
     from ffcv.transforms import ToTensor, ToTorchImage
 
-    return {"numpy_nhwc": lambda: [], "tensor_nhwc": lambda: [ToTensor()],
-            "nchw_view": lambda: [ToTensor(), ToTorchImage(channels_last=True)],
-            "nchw_copy": lambda: [ToTensor(), ToTorchImage(channels_last=False)]}
+    return {
+        "numpy_nhwc": lambda: [],
+        "tensor_nhwc": lambda: [ToTensor()],
+        "nchw_view": lambda: [ToTensor(), ToTorchImage(channels_last=True)],
+        "nchw_copy": lambda: [ToTensor(), ToTorchImage(channels_last=False)],
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -55,9 +58,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         loaders = {}
         for name, tail in _tails().items():
             image = [SeededRandomResizedCropDecoder((args.res, args.res), seed=0), *tail()]
-            loaders[name] = Loader(str(args.beton), batch_size=args.batch, num_workers=workers,
-                                   order=OrderOption.SEQUENTIAL, drop_last=True, os_cache=True,
-                                   pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
+            loaders[name] = Loader(
+                str(args.beton),
+                batch_size=args.batch,
+                num_workers=workers,
+                order=OrderOption.SEQUENTIAL,
+                drop_last=True,
+                os_cache=True,
+                pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
+            )
         for loader in loaders.values():  # warm-up: JIT
             for _ in loader:
                 pass
@@ -75,8 +84,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{workers} worker(s)  NCHW copy / view: {row['nchw_copy'] / row['nchw_view']:.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"beton": args.beton.name, "res": args.res, "batch": args.batch,
-                                         "rounds": args.rounds, "images_per_s": report}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "beton": args.beton.name,
+                    "res": args.res,
+                    "batch": args.batch,
+                    "rounds": args.rounds,
+                    "images_per_s": report,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {args.json}")
     return 0
 

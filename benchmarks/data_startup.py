@@ -50,14 +50,17 @@ def start_once(root: Path, cache: Path, workers: int = 2, timeout: float = 600) 
     # ``cache=True`` kernels (shufflenet_pl.data.ffcv_decode), so a first start really compiles all.
     env = dict(os.environ, SHUFFLENET_PL_JIT_CACHE=str(cache), NUMBA_CACHE_DIR=str(Path(cache) / "kernels"))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    code = (f"import json, sys; from benchmarks.data_startup import probe; "
-            f"print('PROBE ' + json.dumps(probe(sys.argv[1], {workers})))")
-    result = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+    code = (
+        f"import json, sys; from benchmarks.data_startup import probe; "
+        f"print('PROBE ' + json.dumps(probe(sys.argv[1], {workers})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(root)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
         raise RuntimeError(f"start-up probe failed:\n{result.stderr[-3000:]}")
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
-    return json.loads(line[len("PROBE "):])
+    return json.loads(line[len("PROBE ") :])
 
 
 def measure_startup(root: Path, cache: Optional[Path] = None, workers: int = 2) -> Dict[str, float]:
@@ -66,10 +69,16 @@ def measure_startup(root: Path, cache: Optional[Path] = None, workers: int = 2) 
         cache = cache or Path(scratch) / "cache"
         first = start_once(root, cache, workers)
         second = start_once(root, cache, workers)
-    return {"startup_first_s": first["warmup_s"], "startup_second_s": second["warmup_s"],
-            "startup_first_train_s": first["train_s"], "startup_second_train_s": second["train_s"],
-            "startup_first_val_s": first["val_s"], "startup_second_val_s": second["val_s"],
-            "startup_first_import_s": first["import_s"], "startup_second_import_s": second["import_s"]}
+    return {
+        "startup_first_s": first["warmup_s"],
+        "startup_second_s": second["warmup_s"],
+        "startup_first_train_s": first["train_s"],
+        "startup_second_train_s": second["train_s"],
+        "startup_first_val_s": first["val_s"],
+        "startup_second_val_s": second["val_s"],
+        "startup_first_import_s": first["import_s"],
+        "startup_second_import_s": second["import_s"],
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -79,8 +88,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--json", type=Path, help="write the numbers there")
     args = parser.parse_args(argv)
     numbers = measure_startup(args.root, workers=args.workers)
-    print(f"pipeline warm-up (train + val loader, fresh process): first start {numbers['startup_first_s']:.1f} s, "
-          f"second start {numbers['startup_second_s']:.1f} s (numba code from the cache)")
+    print(
+        f"pipeline warm-up (train + val loader, fresh process): first start {numbers['startup_first_s']:.1f} s, "
+        f"second start {numbers['startup_second_s']:.1f} s (numba code from the cache)"
+    )
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=2) + "\n")
 

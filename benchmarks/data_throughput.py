@@ -74,7 +74,9 @@ def make_imagenet_like_jpegs(root: Path, count: int, classes: int = 10, seed: in
         pixels = np.asarray(base, dtype=np.float32)
         for scale, amplitude in ((1, 14.0), (4, 10.0), (16, 8.0)):
             small = rng.normal(0, amplitude, size=(size[1] // scale + 1, size[0] // scale + 1, 3))
-            noise = np.asarray(Image.fromarray(small.astype(np.float32)[..., 0]).resize(size, Image.BILINEAR))[..., None]
+            noise = np.asarray(Image.fromarray(small.astype(np.float32)[..., 0]).resize(size, Image.BILINEAR))[
+                ..., None
+            ]
             pixels = pixels + (noise if scale > 1 else small[: size[1], : size[0]])
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(ImageFilter.SMOOTH)
         out = root / "train" / label / f"{index:06d}.JPEG"
@@ -95,8 +97,14 @@ def torchvision_epoch(split: Path, res: int, batch: int, workers: int) -> EpochF
     from torchvision.transforms import v2 as T
 
     transform = T.Compose([T.RandomResizedCrop(res, antialias=True), T.RandomHorizontalFlip(), T.PILToTensor()])
-    loader = DataLoader(datasets.ImageFolder(str(split), transform=transform), batch_size=batch, shuffle=True,
-                        num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    loader = DataLoader(
+        datasets.ImageFolder(str(split), transform=transform),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
 
     def epoch() -> int:
         count = 0
@@ -108,8 +116,9 @@ def torchvision_epoch(split: Path, res: int, batch: int, workers: int) -> EpochF
     return epoch
 
 
-def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "full",
-               channels_last: bool = True) -> EpochFn:
+def ffcv_epoch(
+    beton: Path, res: int, batch: int, workers: int, stages: str = "full", channels_last: bool = True
+) -> EpochFn:
     """One epoch of the FFCV train pipeline up to ``stages``: ``crop`` (decode + RandomResizedCrop),
     ``flip``, ``full`` (+ ToTensor + ToTorchImage: a uint8 ``(N, 3, H, W)`` tensor, by default FFCV's
     channels_last view of the batch, with ``channels_last=False`` a contiguous NCHW copy)."""
@@ -124,8 +133,16 @@ def ffcv_epoch(beton: Path, res: int, batch: int, workers: int, stages: str = "f
     image.append(ToTensor())
     if stages == "full":
         image.append(ToTorchImage(channels_last=channels_last))
-    loader = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0,
-                    drop_last=True, os_cache=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
+    loader = Loader(
+        str(beton),
+        batch_size=batch,
+        num_workers=workers,
+        order=OrderOption.RANDOM,
+        seed=0,
+        drop_last=True,
+        os_cache=True,
+        pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
+    )
 
     def epoch() -> int:
         count = 0
@@ -153,8 +170,16 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int, channels_last: b
     decoder = SeededRandomResizedCropDecoder((res, res), seed=0)
     image = [decoder, ToTensor(), ToTorchImage(channels_last=channels_last)]
     with pipeline_cache():
-        loader = Loader(str(beton), batch_size=batch, num_workers=workers, order=OrderOption.RANDOM, seed=0,
-                        drop_last=True, os_cache=True, pipelines={"image": image, "label": [IntDecoder(), ToTensor()]})
+        loader = Loader(
+            str(beton),
+            batch_size=batch,
+            num_workers=workers,
+            order=OrderOption.RANDOM,
+            seed=0,
+            drop_last=True,
+            os_cache=True,
+            pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
+        )
     epochs = [0]
 
     def epoch() -> int:
@@ -220,7 +245,7 @@ def stored_jpegs(beton: Path) -> List[Tuple[np.ndarray, int, int]]:
     for meta in reader.metadata["f0"]:
         if meta["mode"] == 0:
             start = int(meta["data_ptr"])
-            jpegs.append((data[start: ends[start]], int(meta["height"]), int(meta["width"])))
+            jpegs.append((data[start : ends[start]], int(meta["height"]), int(meta["width"])))
     return jpegs
 
 
@@ -289,7 +314,10 @@ def parse_setting(text: str) -> Dict[str, object]:
     mode = parts[0]
     if mode not in ("jpg", "raw", "proportion"):
         raise argparse.ArgumentTypeError(f"setting {text!r}: write mode must be jpg, raw or proportion")
-    setting: Dict[str, object] = {"write_mode": mode, "max_side": int(parts[1]) if len(parts) > 1 and parts[1] else None}
+    setting: Dict[str, object] = {
+        "write_mode": mode,
+        "max_side": int(parts[1]) if len(parts) > 1 and parts[1] else None,
+    }
     if len(parts) > 2:
         setting["jpeg_quality"] = int(parts[2])
     if len(parts) > 3:
@@ -307,39 +335,66 @@ def setting_name(setting: Dict[str, object]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=500, help="JPEGs to draw (default 500)")
     parser.add_argument("--res", type=int, default=176, help="training crop side (default 176)")
     parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[2],
-                        help="loader workers / threads for every pipeline; several counts measure the first "
-                             "setting's rows at each, the last count is the headline (default 2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="loader workers / threads for every pipeline; several counts measure the first "
+        "setting's rows at each, the last count is the headline (default 2)",
+    )
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up one (default 3)")
-    parser.add_argument("--settings", type=parse_setting, nargs="+",
-                        default=[parse_setting(s) for s in ("jpg:320:90", "jpg:256:90", "jpg:500:90", "raw:320")],
-                        help="'.beton' settings write_mode:max_side[:quality[:compress_probability]] "
-                             "(default: jpg:320:90 jpg:256:90 jpg:500:90 raw:320); the first is profiled")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/shufflenet-pl-bench"),
-                        help="where the JPEGs and .beton files go (reused across runs)")
-    parser.add_argument("--layout", choices=["channels_last", "contiguous"], default="channels_last",
-                        help="how both FFCV pipelines hand over the (N, 3, H, W) uint8 batch: channels_last, a view "
-                             "of the decoded NHWC batch (FFCV's default ToTorchImage, and what the datamodule gives "
-                             "a GPU), or contiguous, an NCHW copy made in FFCV's iterator thread (default channels_last)")
+    parser.add_argument(
+        "--settings",
+        type=parse_setting,
+        nargs="+",
+        default=[parse_setting(s) for s in ("jpg:320:90", "jpg:256:90", "jpg:500:90", "raw:320")],
+        help="'.beton' settings write_mode:max_side[:quality[:compress_probability]] "
+        "(default: jpg:320:90 jpg:256:90 jpg:500:90 raw:320); the first is profiled",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("/tmp/shufflenet-pl-bench"),
+        help="where the JPEGs and .beton files go (reused across runs)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["channels_last", "contiguous"],
+        default="channels_last",
+        help="how both FFCV pipelines hand over the (N, 3, H, W) uint8 batch: channels_last, a view "
+        "of the decoded NHWC batch (FFCV's default ToTorchImage, and what the datamodule gives "
+        "a GPU), or contiguous, an NCHW copy made in FFCV's iterator thread (default channels_last)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
-    parser.add_argument("--startup", action="store_true",
-                        help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start")
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start",
+    )
     args = parser.parse_args(argv)
     if min(args.workers) < 1 or args.images < args.batch or args.epochs < 1:
-        parser.error(f"need --workers >= 1, --epochs >= 1 and --images >= --batch (got workers {args.workers}, "
-                     f"epochs {args.epochs}, images {args.images}, batch {args.batch})")
+        parser.error(
+            f"need --workers >= 1, --epochs >= 1 and --images >= --batch (got workers {args.workers}, "
+            f"epochs {args.epochs}, images {args.images}, batch {args.batch})"
+        )
 
     from shufflenet_pl.data import quiet_numba  # noqa: F401
     from shufflenet_pl.data.convert import convert_split
 
     headline_workers = args.workers[-1]
     channels_last = args.layout == "channels_last"
-    print(f"machine: {os.cpu_count()} CPUs; {args.images} JPEGs, crop {args.res}, batch {args.batch}, "
-          f"workers {args.workers}, {args.epochs} timed epochs after 1 warm-up", flush=True)
+    print(
+        f"machine: {os.cpu_count()} CPUs; {args.images} JPEGs, crop {args.res}, batch {args.batch}, "
+        f"workers {args.workers}, {args.epochs} timed epochs after 1 warm-up",
+        flush=True,
+    )
     split = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images)
     sources = source_jpegs(split)
     mean_kb = np.mean([len(d) for d, _, _ in sources]) / 1024
@@ -361,12 +416,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         stored = sum(len(d) for d, _, _ in jpegs) + sum(h * w * 3 for h, w in stored_raw_sizes(beton))
         storage[name] = f"{stored / 1024 / args.images:.0f} KB/img"
         names.append(name)
-        for workers in (args.workers if index == 0 else [headline_workers]):
+        for workers in args.workers if index == 0 else [headline_workers]:
             if index == 0:
                 pipelines[key("torchvision", workers)] = torchvision_epoch(split, args.res, args.batch, workers)
                 pipelines[key("decode source", workers)] = decode_epoch(sources, workers)
-            pipelines[key(f"ffcv {name}", workers)] = ffcv_epoch(beton, args.res, args.batch, workers, channels_last=channels_last)
-            pipelines[key(f"ours {name}", workers)] = ours_epoch(beton, args.res, args.batch, workers, channels_last=channels_last)
+            pipelines[key(f"ffcv {name}", workers)] = ffcv_epoch(
+                beton, args.res, args.batch, workers, channels_last=channels_last
+            )
+            pipelines[key(f"ours {name}", workers)] = ours_epoch(
+                beton, args.res, args.batch, workers, channels_last=channels_last
+            )
             if jpegs:
                 pipelines[key(f"decode {name}", workers)] = decode_epoch(jpegs, workers)
     profiled = names[0]
@@ -378,51 +437,84 @@ def main(argv: Optional[List[str]] = None) -> None:
     print()
     print("| pipeline | images/s | vs torchvision | decode ceiling (img/s) | vs ceiling | JIT/start-up (s) | stored |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
-    print(f"| torchvision ImageFolder + DataLoader (PIL) | {tv:.0f} | 1.00x | {rate['decode source']:.0f} | "
-          f"{tv / rate['decode source']:.2f} | {warmup['torchvision']:.1f} | {storage['torchvision']} |")
+    print(
+        f"| torchvision ImageFolder + DataLoader (PIL) | {tv:.0f} | 1.00x | {rate['decode source']:.0f} | "
+        f"{tv / rate['decode source']:.2f} | {warmup['torchvision']:.1f} | {storage['torchvision']} |"
+    )
     for name in names:
         ceiling = rate.get(f"decode {name}", math.nan)
         for kind in ("ffcv", "ours"):
             row = f"{kind} {name}"
             vs = f"{rate[row] / ceiling:.2f}" if math.isfinite(ceiling) else "n/a (raw)"
             ceiling_text = f"{ceiling:.0f}" if math.isfinite(ceiling) else "n/a"
-            print(f"| {row} | {rate[row]:.0f} | {rate[row] / tv:.2f}x | {ceiling_text} | {vs} | "
-                  f"{warmup[row]:.1f} | {storage[name]} |")
+            print(
+                f"| {row} | {rate[row]:.0f} | {rate[row] / tv:.2f}x | {ceiling_text} | {vs} | "
+                f"{warmup[row]:.1f} | {storage[name]} |"
+            )
 
     ours_name, ffcv_name, ceiling_name = f"ours {profiled}", f"ffcv {profiled}", f"decode {profiled}"
     report: Dict[str, object] = {
-        "setting": profiled, "images": args.images, "res": args.res, "batch": args.batch, "workers": headline_workers,
-        "epochs": args.epochs, "cpus": os.cpu_count(), "layout": args.layout,
-        "torchvision_images_per_s": tv, "ffcv_images_per_s": rate[ffcv_name], "ours_images_per_s": rate[ours_name],
+        "setting": profiled,
+        "images": args.images,
+        "res": args.res,
+        "batch": args.batch,
+        "workers": headline_workers,
+        "epochs": args.epochs,
+        "cpus": os.cpu_count(),
+        "layout": args.layout,
+        "torchvision_images_per_s": tv,
+        "ffcv_images_per_s": rate[ffcv_name],
+        "ours_images_per_s": rate[ours_name],
         "decode_ceiling_images_per_s": rate.get(ceiling_name),
-        "ffcv_jit_warmup_s": warmup[ffcv_name], "ours_jit_warmup_s": warmup[ours_name],
-        "per_workers": {str(w): {"torchvision_images_per_s": rate[key("torchvision", w)],
-                                 "ffcv_images_per_s": rate[key(ffcv_name, w)],
-                                 "ours_images_per_s": rate[key(ours_name, w)],
-                                 "decode_ceiling_images_per_s": rate.get(key(ceiling_name, w))}
-                        for w in args.workers},
-        "settings": {name: {"ffcv_images_per_s": rate[f"ffcv {name}"], "ours_images_per_s": rate[f"ours {name}"],
-                            "decode_ceiling_images_per_s": rate.get(f"decode {name}"), "stored": storage[name]}
-                     for name in names},
+        "ffcv_jit_warmup_s": warmup[ffcv_name],
+        "ours_jit_warmup_s": warmup[ours_name],
+        "per_workers": {
+            str(w): {
+                "torchvision_images_per_s": rate[key("torchvision", w)],
+                "ffcv_images_per_s": rate[key(ffcv_name, w)],
+                "ours_images_per_s": rate[key(ours_name, w)],
+                "decode_ceiling_images_per_s": rate.get(key(ceiling_name, w)),
+            }
+            for w in args.workers
+        },
+        "settings": {
+            name: {
+                "ffcv_images_per_s": rate[f"ffcv {name}"],
+                "ours_images_per_s": rate[f"ours {name}"],
+                "decode_ceiling_images_per_s": rate.get(f"decode {name}"),
+                "stored": storage[name],
+            }
+            for name in names
+        },
     }
     ours_rate = rate[ours_name]
     print()
     ceiling = rate.get(ceiling_name)
-    ratios = {"ours_vs_ceiling": ours_rate / ceiling if ceiling else None, "ours_vs_ffcv": ours_rate / rate[ffcv_name],
-              "ours_vs_torchvision": ours_rate / tv}
+    ratios = {
+        "ours_vs_ceiling": ours_rate / ceiling if ceiling else None,
+        "ours_vs_ffcv": ours_rate / rate[ffcv_name],
+        "ours_vs_torchvision": ours_rate / tv,
+    }
     report.update(ratios)
-    print(f"ours, {profiled}, {headline_workers} workers: {ours_rate:.0f} img/s = "
-          + (f"{ratios['ours_vs_ceiling']:.2f}x the full-decode ceiling, " if ceiling else "")
-          + f"{ratios['ours_vs_ffcv']:.2f}x FFCV stock, {ratios['ours_vs_torchvision']:.2f}x torchvision")
+    print(
+        f"ours, {profiled}, {headline_workers} workers: {ours_rate:.0f} img/s = "
+        + (f"{ratios['ours_vs_ceiling']:.2f}x the full-decode ceiling, " if ceiling else "")
+        + f"{ratios['ours_vs_ffcv']:.2f}x FFCV stock, {ratios['ours_vs_torchvision']:.2f}x torchvision"
+    )
     for w in args.workers[:-1]:
         row = report["per_workers"][str(w)]  # type: ignore[index]
-        print(f"  at {w} worker(s): ours {row['ours_images_per_s']:.0f}, ffcv {row['ffcv_images_per_s']:.0f}, "
-              f"torchvision {row['torchvision_images_per_s']:.0f} img/s")
+        print(
+            f"  at {w} worker(s): ours {row['ours_images_per_s']:.0f}, ffcv {row['ffcv_images_per_s']:.0f}, "
+            f"torchvision {row['torchvision_images_per_s']:.0f} img/s"
+        )
     print()
     print(f"where the time goes, ffcv stock {profiled} (steady; per image per worker):")
-    rows = [("decode only (libjpeg-turbo)", rate[ceiling_name]) if ceiling_name in rate else None,
-            ("decode + RandomResizedCrop", rate["profile crop"]), ("  + flip", rate["profile flip"]),
-            (f"  + ToTensor + NCHW uint8, {args.layout}", rate[ffcv_name])]
+    rows = [
+        ("decode only (libjpeg-turbo)", rate[ceiling_name]) if ceiling_name in rate else None,
+        ("decode + RandomResizedCrop", rate["profile crop"]),
+        ("  + flip", rate["profile flip"]),
+        (f"  + ToTensor + NCHW uint8, {args.layout}", rate[ffcv_name]),
+    ]
     for label, value in filter(None, rows):
         print(f"  {label:<36}{value:8.0f} img/s  {1e3 * headline_workers / value:6.2f} ms")
     print(f"  JIT warm-up of a loader: {warmup[ffcv_name]:.1f} s (first epoch, before any batch)")
@@ -430,18 +522,26 @@ def main(argv: Optional[List[str]] = None) -> None:
     if jpegs:
         kernels = profile_ours(jpegs, args.res)
         loader_ms = 1e3 * headline_workers / ours_rate
-        profile = {"decode_ms": kernels["decode"], "resize_ms": kernels["decode_resize"] - kernels["decode"],
-                   "rest_ms": loader_ms - kernels["decode_resize"], "loader_ms_per_image_per_worker": loader_ms,
-                   "full_decode_ms": kernels["full_decode"]}
+        profile = {
+            "decode_ms": kernels["decode"],
+            "resize_ms": kernels["decode_resize"] - kernels["decode"],
+            "rest_ms": loader_ms - kernels["decode_resize"],
+            "loader_ms_per_image_per_worker": loader_ms,
+            "full_decode_ms": kernels["full_decode"],
+        }
         report["ours_profile"] = profile
         print(f"where the time goes, ours {profiled} (ms per image; kernels timed on one thread):")
-        print(f"  decode of the box alone, at the chosen DCT scale        {profile['decode_ms']:6.3f} ms"
-              f"   (full decode: {profile['full_decode_ms']:.3f} ms)")
+        print(
+            f"  decode of the box alone, at the chosen DCT scale        {profile['decode_ms']:6.3f} ms"
+            f"   (full decode: {profile['full_decode_ms']:.3f} ms)"
+        )
         print(f"  resize into the batch (+ mirror when flipped)          {profile['resize_ms']:6.3f} ms")
         print(f"  rest (page read, box draw, loader, to NCHW tensor)     {profile['rest_ms']:6.3f} ms")
         print(f"  = loader time per image per worker                     {loader_ms:6.3f} ms")
-    print(f"  JIT warm-up of our loader: {warmup[ours_name]:.1f} s (first epoch; with the disk cache filled by an "
-          f"earlier run, this is the cached start)")
+    print(
+        f"  JIT warm-up of our loader: {warmup[ours_name]:.1f} s (first epoch; with the disk cache filled by an "
+        f"earlier run, this is the cached start)"
+    )
     if args.startup:
         from benchmarks.data_startup import measure_startup
 
@@ -451,11 +551,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             for suffix in (".beton", ".beton.json"):
                 link = root / f"{split_name}{suffix}"
                 link.unlink(missing_ok=True)
-                link.symlink_to(betons[profiled].with_name(betons[profiled].name + suffix[len(".beton"):]))
+                link.symlink_to(betons[profiled].with_name(betons[profiled].name + suffix[len(".beton") :]))
         startup = measure_startup(root, workers=headline_workers)
         report.update(startup)
-        print(f"datamodule pipeline warm-up (train + val loader, fresh process): first start "
-              f"{startup['startup_first_s']:.1f} s, second start {startup['startup_second_s']:.1f} s (cached)")
+        print(
+            f"datamodule pipeline warm-up (train + val loader, fresh process): first start "
+            f"{startup['startup_first_s']:.1f} s, second start {startup['startup_second_s']:.1f} s (cached)"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -187,7 +187,9 @@ def _fastest_row_verdict(name: str, row_index: int = 0) -> Callable[[List[List[f
     def verdict(speeds: List[List[float]]) -> Tuple[bool, str]:
         columns = list(zip(*speeds))
         wins = sum(column[row_index] >= (1 - TIE) * max(column) for column in columns)
-        return wins == len(columns), f"{name} is the fastest (ties within {TIE:.0%} count) in {wins} of {len(columns)} columns"
+        return wins == len(
+            columns
+        ), f"{name} is the fastest (ties within {TIE:.0%} count) in {wins} of {len(columns)} columns"
 
     return verdict
 
@@ -196,7 +198,9 @@ def _monotonic_verdict(name: str) -> Callable[[List[List[float]]], Tuple[bool, s
     def verdict(speeds: List[List[float]]) -> Tuple[bool, str]:
         columns = list(zip(*speeds))
         falling = sum(all(b <= (1 + TIE) * a for a, b in zip(column, column[1:])) for column in columns)
-        return falling == len(columns), f"speed falls (or ties within {TIE:.0%}) with every step of {name} in {falling} of {len(columns)} columns"
+        return falling == len(
+            columns
+        ), f"speed falls (or ties within {TIE:.0%}) with every step of {name} in {falling} of {len(columns)} columns"
 
     return verdict
 
@@ -205,8 +209,10 @@ def _g4_verdict(speeds: List[List[float]]) -> Tuple[bool, str]:
     # Rows: ReLU + shortcut, ReLU only, shortcut only, neither. G4: dropping element-wise ops speeds up.
     columns = list(zip(*speeds))
     held = sum(column[3] >= (1 - TIE) * max(column) and column[0] <= (1 + TIE) * min(column) for column in columns)
-    return held == len(columns), (f"without ReLU and shortcut the fastest and with both the slowest (ties within {TIE:.0%} count) "
-                                  f"in {held} of {len(columns)} columns")
+    return held == len(columns), (
+        f"without ReLU and shortcut the fastest and with both the slowest (ties within {TIE:.0%} count) "
+        f"in {held} of {len(columns)} columns"
+    )
 
 
 def build_tables(preset: Dict[str, Any], blocks: int = 10, tables: Sequence[int] = (1, 2, 3, 4)) -> List[TableSpec]:
@@ -219,11 +225,24 @@ def build_tables(preset: Dict[str, Any], blocks: int = 10, tables: Sequence[int]
             cells = []
             for scale in FLOP_SCALES:
                 c1, c2 = g1_channels(_scaled(preset["table1_c"], scale), ratio)
-                make = (lambda c1=c1, c2=c2: nn.Sequential(_conv1x1(c1, c2), _conv1x1(c2, c1)))
+
+                def make(c1=c1, c2=c2):
+                    return nn.Sequential(_conv1x1(c1, c2), _conv1x1(c2, c1))
+
                 cells.append(NetSpec(_stack(blocks, make), c1, f"({c1}, {c2})"))
             rows.append((f"1:{ratio}", cells))
-        result.append(TableSpec(1, "G1", "equal channel width minimizes memory access cost", "c1:c2", scales, rows,
-                                "(c1, c2) for x1", _fastest_row_verdict("1:1")))
+        result.append(
+            TableSpec(
+                1,
+                "G1",
+                "equal channel width minimizes memory access cost",
+                "c1:c2",
+                scales,
+                rows,
+                "(c1, c2) for x1",
+                _fastest_row_verdict("1:1"),
+            )
+        )
     if 2 in tables:
         rows = []
         for groups in (1, 2, 4, 8):
@@ -232,36 +251,79 @@ def build_tables(preset: Dict[str, Any], blocks: int = 10, tables: Sequence[int]
                 c = g2_channels(_scaled(preset["table2_c"], scale), groups)
                 cells.append(NetSpec(_stack(blocks, lambda c=c, g=groups: _conv1x1(c, c, g)), c, str(c)))
             rows.append((f"g={groups}", cells))
-        result.append(TableSpec(2, "G2", "excessive group convolution increases memory access cost", "groups", scales, rows,
-                                "c for x1", _monotonic_verdict("g")))
+        result.append(
+            TableSpec(
+                2,
+                "G2",
+                "excessive group convolution increases memory access cost",
+                "groups",
+                scales,
+                rows,
+                "c for x1",
+                _monotonic_verdict("g"),
+            )
+        )
     if 3 in tables:
         widths = preset["table3_c"]
-        structures = [("1-fragment", 1, False), ("2-fragment-series", 2, False), ("4-fragment-series", 4, False),
-                      ("2-fragment-parallel", 2, True), ("4-fragment-parallel", 4, True)]
+        structures = [
+            ("1-fragment", 1, False),
+            ("2-fragment-series", 2, False),
+            ("4-fragment-series", 4, False),
+            ("2-fragment-parallel", 2, True),
+            ("4-fragment-parallel", 4, True),
+        ]
         rows = []
         for label, fragments, parallel in structures:
             cells = []
             for c in widths:
                 if parallel:
                     width = c - c % fragments
-                    make = (lambda w=width, k=fragments: ParallelFragments(w, k))
+
+                    def make(w=width, k=fragments):
+                        return ParallelFragments(w, k)
+
                     shape = f"{fragments} x ({width} -> {width // fragments})"
                 else:
                     width = series_channels(c, fragments)
-                    make = (lambda w=width, k=fragments: nn.Sequential(*[_conv1x1(w, w) for _ in range(k)]))
+
+                    def make(w=width, k=fragments):
+                        return nn.Sequential(*[_conv1x1(w, w) for _ in range(k)])
+
                     shape = f"{fragments} x {width}" if fragments > 1 else str(width)
                 cells.append(NetSpec(_stack(blocks, make), width, shape))
             rows.append((label, cells))
-        result.append(TableSpec(3, "G3", "network fragmentation reduces the degree of parallelism", "structure",
-                                [f"c={c}" for c in widths], rows, "channels for the first column", _fastest_row_verdict("1-fragment")))
+        result.append(
+            TableSpec(
+                3,
+                "G3",
+                "network fragmentation reduces the degree of parallelism",
+                "structure",
+                [f"c={c}" for c in widths],
+                rows,
+                "channels for the first column",
+                _fastest_row_verdict("1-fragment"),
+            )
+        )
     if 4 in tables:
         widths = preset["table4_c"]
         rows = []
         for relu, shortcut in ((True, True), (True, False), (False, True), (False, False)):
-            cells = [NetSpec(_stack(blocks, lambda c=c, r=relu, s=shortcut: Bottleneck(c, r, s)), c, str(c)) for c in widths]
+            cells = [
+                NetSpec(_stack(blocks, lambda c=c, r=relu, s=shortcut: Bottleneck(c, r, s)), c, str(c)) for c in widths
+            ]
             rows.append((f"ReLU {'yes' if relu else 'no'}, shortcut {'yes' if shortcut else 'no'}", cells))
-        result.append(TableSpec(4, "G4", "element-wise operations are non-negligible", "bottleneck unit",
-                                [f"c={c}" for c in widths], rows, "", _g4_verdict))
+        result.append(
+            TableSpec(
+                4,
+                "G4",
+                "element-wise operations are non-negligible",
+                "bottleneck unit",
+                [f"c={c}" for c in widths],
+                rows,
+                "",
+                _g4_verdict,
+            )
+        )
     return result
 
 
@@ -306,21 +368,30 @@ def run_tables(
                     cells[(row_index, column_index)] = {"channels": spec.channels, "multiply_adds": multiply_adds}
                 samples = time_interleaved(candidates, repeats, warmup, synchronize, min_sample_seconds, clock)
                 for row_index, (label, _) in enumerate(table.rows):
-                    cells[(row_index, column_index)].update(seconds=samples[label], batches_per_s=1.0 / median(samples[label]))
+                    cells[(row_index, column_index)].update(
+                        seconds=samples[label], batches_per_s=1.0 / median(samples[label])
+                    )
                 bar.update()
-            speeds = [[cells[(r, c)]["batches_per_s"] for c in range(len(table.columns))] for r in range(len(table.rows))]
+            speeds = [
+                [cells[(r, c)]["batches_per_s"] for c in range(len(table.columns))] for r in range(len(table.rows))
+            ]
             holds, detail = table.verdict(speeds)
-            reports.append({
-                "table": table.number,
-                "guideline": table.guideline,
-                "claim": table.claim,
-                "row_header": table.row_header,
-                "channels_header": table.channels_header,
-                "columns": table.columns,
-                "rows": [{"label": label, "cells": [cells[(r, c)] for c in range(len(table.columns))]} for r, (label, _) in enumerate(table.rows)],
-                "holds": holds,
-                "verdict": detail,
-            })
+            reports.append(
+                {
+                    "table": table.number,
+                    "guideline": table.guideline,
+                    "claim": table.claim,
+                    "row_header": table.row_header,
+                    "channels_header": table.channels_header,
+                    "columns": table.columns,
+                    "rows": [
+                        {"label": label, "cells": [cells[(r, c)] for c in range(len(table.columns))]}
+                        for r, (label, _) in enumerate(table.rows)
+                    ],
+                    "holds": holds,
+                    "verdict": detail,
+                }
+            )
     finally:
         bar.close()
     return reports
@@ -351,14 +422,20 @@ def format_report(report: Dict[str, Any], batch_size: int) -> str:
     flops = []
     for index, column in enumerate(report["columns"]):
         values = [row["cells"][index]["multiply_adds"] / 1e6 for row in report["rows"]]
-        flops.append(f"{column} {min(values):,.0f}-{max(values):,.0f}" if max(values) - min(values) >= 0.5 else f"{column} {values[0]:,.0f}")
+        flops.append(
+            f"{column} {min(values):,.0f}-{max(values):,.0f}"
+            if max(values) - min(values) >= 0.5
+            else f"{column} {values[0]:,.0f}"
+        )
     verdict = "holds" if report["holds"] else "does NOT hold"
-    return "\n".join([
-        f"Table {report['table']} ({report['guideline']}: {report['claim']})",
-        format_table(header, rows),
-        f"MFLOPs (multiply-adds per image): {'; '.join(flops)}",
-        f"{report['guideline']} {verdict} here: {report['verdict']}.",
-    ])
+    return "\n".join(
+        [
+            f"Table {report['table']} ({report['guideline']}: {report['claim']})",
+            format_table(header, rows),
+            f"MFLOPs (multiply-adds per image): {'; '.join(flops)}",
+            f"{report['guideline']} {verdict} here: {report['verdict']}.",
+        ]
+    )
 
 
 def plot_reports(reports: Sequence[Dict[str, Any]], path: Path, title: str) -> None:
@@ -376,15 +453,20 @@ def plot_reports(reports: Sequence[Dict[str, Any]], path: Path, title: str) -> N
         rows = report["rows"]
         bar_width = 0.8 / len(rows)
         for row_index, row in enumerate(rows):
-            relative = [cell["batches_per_s"] / base["batches_per_s"] for cell, base in zip(row["cells"], rows[0]["cells"])]
+            relative = [
+                cell["batches_per_s"] / base["batches_per_s"] for cell, base in zip(row["cells"], rows[0]["cells"])
+            ]
             positions = [i + (row_index - (len(rows) - 1) / 2) * bar_width for i in range(len(relative))]
             axis.bar(positions, relative, bar_width, label=row["label"])
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.set_xticks(range(len(report["columns"])), report["columns"])
         axis.set_ylabel(f"speed / {rows[0]['label']}")
-        axis.set_title(f"Table {report['table']}, {report['guideline']}: {'holds' if report['holds'] else 'does not hold'}", fontsize="medium")
+        axis.set_title(
+            f"Table {report['table']}, {report['guideline']}: {'holds' if report['holds'] else 'does not hold'}",
+            fontsize="medium",
+        )
         axis.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
-    for axis in list(axes.flat)[len(reports):]:
+    for axis in list(axes.flat)[len(reports) :]:
         axis.axis("off")
     figure.suptitle(title, fontsize="medium")
     save_figure(figure, path)
@@ -402,23 +484,46 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         "  shufflenet-pl guidelines --tables 1 4 --device cpu --repeats 20\n"
         "  shufflenet-pl guidelines --preset gpu --batch-size 8 --channels-last",
     )
-    parser.add_argument("--tables", nargs="+", type=int, default=[1, 2, 3, 4], choices=[1, 2, 3, 4], help="which tables (default: all)")
+    parser.add_argument(
+        "--tables", nargs="+", type=int, default=[1, 2, 3, 4], choices=[1, 2, 3, 4], help="which tables (default: all)"
+    )
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if visible, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--preset", choices=["auto", "gpu", "cpu"], default="auto",
-                        help="the paper's channel numbers: its GPU columns or its ARM/CPU columns (default: by device)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward (default: the preset's: 8 GPU, 1 CPU)")
+    parser.add_argument(
+        "--preset",
+        choices=["auto", "gpu", "cpu"],
+        default="auto",
+        help="the paper's channel numbers: its GPU columns or its ARM/CPU columns (default: by device)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward (default: the preset's: 8 GPU, 1 CPU)"
+    )
     parser.add_argument("--image-size", type=int, default=56, help="input side (default: 56, as in the paper)")
-    parser.add_argument("--blocks", type=int, default=10, help="blocks stacked per network (default: 10, as in the paper)")
+    parser.add_argument(
+        "--blocks", type=int, default=10, help="blocks stacked per network (default: 10, as in the paper)"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed forwards per network (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per network first (default: 2)")
-    parser.add_argument("--min-sample-ms", type=float, default=20.0,
-                        help="a sample repeats a faster forward until it lasts this long (default: 20)")
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=20.0,
+        help="a sample repeats a faster forward until it lasts this long (default: 20)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="run the networks in channels_last")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--clock", choices=["wall", "process"], default="wall",
-                        help="wall: elapsed time (default); process: this process's CPU time, steadier on a CPU shared "
-                        "with other jobs when used with --threads 1")
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/benchmarks"), help="where the JSON and PNG go (default: runs/benchmarks)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="wall: elapsed time (default); process: this process's CPU time, steadier on a CPU shared "
+        "with other jobs when used with --threads 1",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("runs/benchmarks"),
+        help="where the JSON and PNG go (default: runs/benchmarks)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -429,9 +534,17 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
-        check_minimums((("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 1),
-                        ("--blocks", args.blocks, 1), ("--batch-size", args.batch_size or 1, 1), ("--threads", args.threads or 1, 1),
-                        ("--min-sample-ms", args.min_sample_ms, 0)))
+        check_minimums(
+            (
+                ("--repeats", args.repeats, 1),
+                ("--warmup", args.warmup, 0),
+                ("--image-size", args.image_size, 1),
+                ("--blocks", args.blocks, 1),
+                ("--batch-size", args.batch_size or 1, 1),
+                ("--threads", args.threads or 1, 1),
+                ("--min-sample-ms", args.min_sample_ms, 0),
+            )
+        )
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     if args.threads is not None:
@@ -444,17 +557,43 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     tables = build_tables(preset, blocks=args.blocks, tables=sorted(set(args.tables)))
     meta = environment(device)
     layout = "channels_last" if args.channels_last else "NCHW"
-    print(f"# guideline micro-networks, {meta['device']}; {preset_name} preset, batch {batch_size}, {args.image_size}x{args.image_size}, "
-          f"{args.blocks} blocks, {layout}, float32, inference; median of {args.repeats} alternating calls ({args.clock} clock)", flush=True)
-    reports = run_tables(tables, device, batch_size, args.image_size, args.repeats, args.warmup, args.channels_last,
-                         args.min_sample_ms / 1000, args.clock, progress=not args.no_progress)
+    print(
+        f"# guideline micro-networks, {meta['device']}; {preset_name} preset, batch {batch_size}, "
+        f"{args.image_size}x{args.image_size}, "
+        f"{args.blocks} blocks, {layout}, float32, inference; median of {args.repeats} alternating calls "
+        f"({args.clock} clock)",
+        flush=True,
+    )
+    reports = run_tables(
+        tables,
+        device,
+        batch_size,
+        args.image_size,
+        args.repeats,
+        args.warmup,
+        args.channels_last,
+        args.min_sample_ms / 1000,
+        args.clock,
+        progress=not args.no_progress,
+    )
     for report in reports:
         print()
         print(format_report(report, batch_size))
     json_path, png_path = args.out_dir / "guidelines.json", args.out_dir / "guidelines.png"
-    write_json(json_path, {"environment": meta, "preset": preset_name, "batch_size": batch_size, "image_size": args.image_size,
-                           "blocks": args.blocks, "channels_last": args.channels_last, "repeats": args.repeats, "clock": args.clock,
-                           "tables": reports})
+    write_json(
+        json_path,
+        {
+            "environment": meta,
+            "preset": preset_name,
+            "batch_size": batch_size,
+            "image_size": args.image_size,
+            "blocks": args.blocks,
+            "channels_last": args.channels_last,
+            "repeats": args.repeats,
+            "clock": args.clock,
+            "tables": reports,
+        },
+    )
     plot_reports(reports, png_path, f"{meta['device']}; batch {batch_size}, {args.image_size} px, {layout}")
     print(f"\nwrote {json_path}\nwrote {png_path}")
 

@@ -50,7 +50,12 @@ from shufflenet_pl.models import build_model
 
 __all__ = ["Setting", "main", "parse_setting", "parse_width", "plot_speed_vs_flops", "plot_speedups", "run_benchmark"]
 
-WIDTHS = {"0.5x": "shufflenet_v2_x0_5", "1.0x": "shufflenet_v2_x1_0", "1.5x": "shufflenet_v2_x1_5", "2.0x": "shufflenet_v2_x2_0"}
+WIDTHS = {
+    "0.5x": "shufflenet_v2_x0_5",
+    "1.0x": "shufflenet_v2_x1_0",
+    "1.5x": "shufflenet_v2_x1_5",
+    "2.0x": "shufflenet_v2_x2_0",
+}
 MODES = ("train", "infer", "latency")
 SETTING_FEATURES = ("channels_last", "bf16", "compile")
 DEFAULT_SETTINGS = ("fp32", "channels_last", "bf16", "compile")
@@ -92,9 +97,13 @@ def parse_setting(label: str) -> Setting:
     tokens = label.split("+")
     for token in tokens:
         if token != "fp32" and token not in SETTING_FEATURES:
-            raise ValueError(f"unknown setting {token!r} in {label!r}; use fp32 or {', '.join(SETTING_FEATURES)}, joined by '+'")
+            raise ValueError(
+                f"unknown setting {token!r} in {label!r}; use fp32 or {', '.join(SETTING_FEATURES)}, joined by '+'"
+            )
     features = _IMPLIED.get(tokens[0], set(tokens)) if len(tokens) == 1 else set(tokens)
-    return Setting(label, channels_last="channels_last" in features, bf16="bf16" in features, compile="compile" in features)
+    return Setting(
+        label, channels_last="channels_last" in features, bf16="bf16" in features, compile="compile" in features
+    )
 
 
 def parse_width(text: str) -> str:
@@ -115,7 +124,10 @@ def build_pair(name: str, device: torch.device, setting: Setting) -> Tuple[nn.Mo
     theirs = getattr(torchvision.models, name)(weights=None)
     ours = build_model(name)
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    return (ours.to(device=device, memory_format=setting.memory_format), theirs.to(device=device, memory_format=setting.memory_format))
+    return (
+        ours.to(device=device, memory_format=setting.memory_format),
+        theirs.to(device=device, memory_format=setting.memory_format),
+    )
 
 
 def max_output_difference(ours: nn.Module, theirs: nn.Module, images: torch.Tensor) -> float:
@@ -126,7 +138,9 @@ def max_output_difference(ours: nn.Module, theirs: nn.Module, images: torch.Tens
         return float((ours(images) - theirs(images)).abs().max())
 
 
-def make_step(model: nn.Module, mode: str, images: torch.Tensor, labels: torch.Tensor, setting: Setting) -> Callable[[], None]:
+def make_step(
+    model: nn.Module, mode: str, images: torch.Tensor, labels: torch.Tensor, setting: Setting
+) -> Callable[[], None]:
     """One unit of timed work: a training step (``mode == "train"``) or an inference forward."""
     device_type = images.device.type
     if mode == "train":
@@ -198,17 +212,24 @@ def run_benchmark(
             multiply_adds = count_multiply_adds(build_model(name))
             for setting in settings:
                 ours, theirs = build_pair(name, device, setting)
-                check = torch.randn(2, 3, image_size, image_size, generator=generator).to(device, memory_format=setting.memory_format)
+                check = torch.randn(2, 3, image_size, image_size, generator=generator).to(
+                    device, memory_format=setting.memory_format
+                )
                 difference = max_output_difference(ours, theirs, check)
                 if setting.compile:
                     ours, theirs = torch.compile(ours), torch.compile(theirs)
                 for mode in modes:
                     bar.set_description(f"{width} {setting.label} {mode}")
                     batch = 1 if mode == "latency" else batch_size
-                    images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device, memory_format=setting.memory_format)
+                    images = torch.randn(batch, 3, image_size, image_size, generator=generator).to(
+                        device, memory_format=setting.memory_format
+                    )
                     labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
                     samples = time_interleaved(
-                        {"ours": make_step(ours, mode, images, labels, setting), "torchvision": make_step(theirs, mode, images, labels, setting)},
+                        {
+                            "ours": make_step(ours, mode, images, labels, setting),
+                            "torchvision": make_step(theirs, mode, images, labels, setting),
+                        },
                         repeats=repeats,
                         warmup=warmup,
                         synchronize=synchronize,
@@ -228,10 +249,16 @@ def run_benchmark(
                         "multiply_adds_224px": multiply_adds,
                         "max_output_difference": difference,
                         "speedup": median(samples["torchvision"]) / median(samples["ours"]),
-                        "paired_speedup_median": median([t / o for o, t in zip(samples["ours"], samples["torchvision"])]),
+                        "paired_speedup_median": median(
+                            [t / o for o, t in zip(samples["ours"], samples["torchvision"])]
+                        ),
                     }
                     for key, seconds in samples.items():
-                        result[key] = {"seconds": seconds, "median_s": median(seconds), "images_per_s": batch / median(seconds)}
+                        result[key] = {
+                            "seconds": seconds,
+                            "median_s": median(seconds),
+                            "images_per_s": batch / median(seconds),
+                        }
                     results.append(result)
                     if on_result is not None:
                         on_result(result)
@@ -251,7 +278,14 @@ def format_results(results: Sequence[Dict[str, Any]]) -> str:
     """The table: one row per width, setting and mode, with ours, torchvision's and the speedup."""
     header = ["width", "setting", "measure", "ours", "torchvision", "speedup"]
     rows = [
-        [r["width"], r["setting"], _MODE_LABELS[r["mode"]], _cell(r, "ours"), _cell(r, "torchvision"), f"{r['speedup']:.2f}x"]
+        [
+            r["width"],
+            r["setting"],
+            _MODE_LABELS[r["mode"]],
+            _cell(r, "ours"),
+            _cell(r, "torchvision"),
+            f"{r['speedup']:.2f}x",
+        ]
         for r in results
     ]
     return format_table(header, rows)
@@ -271,7 +305,17 @@ def plot_speedups(results: Sequence[Dict[str, Any]], path: Path, title: str) -> 
     bar_width = 0.8 / max(len(settings), 1)
     for axis, mode in zip(axes[0], modes):
         for index, setting in enumerate(settings):
-            values = [next((r["speedup"] for r in results if r["mode"] == mode and r["setting"] == setting and r["width"] == w), float("nan")) for w in widths]
+            values = [
+                next(
+                    (
+                        r["speedup"]
+                        for r in results
+                        if r["mode"] == mode and r["setting"] == setting and r["width"] == w
+                    ),
+                    float("nan"),
+                )
+                for w in widths
+            ]
             positions = [i + (index - (len(settings) - 1) / 2) * bar_width for i in range(len(widths))]
             axis.bar(positions, values, bar_width, label=setting)
         axis.axhline(1.0, color="black", linewidth=0.8)
@@ -300,13 +344,23 @@ def plot_speed_vs_flops(results: Sequence[Dict[str, Any]], path: Path, title: st
     for axis, mode in zip(axes[0], modes):
         ticks: Tuple[List[float], List[str]] = ([], [])
         for index, setting in enumerate(settings):
-            rows = sorted((r for r in results if r["mode"] == mode and r["setting"] == setting), key=lambda r: r["multiply_adds_224px"])
+            rows = sorted(
+                (r for r in results if r["mode"] == mode and r["setting"] == setting),
+                key=lambda r: r["multiply_adds_224px"],
+            )
             if not rows:
                 continue
             mflops = [r["multiply_adds_224px"] / 1e6 for r in rows]
             colour = colours[index % len(colours)]
             axis.plot(mflops, [r["ours"]["images_per_s"] for r in rows], "o-", color=colour, label=f"ours, {setting}")
-            axis.plot(mflops, [r["torchvision"]["images_per_s"] for r in rows], "s--", color=colour, alpha=0.7, label=f"torchvision, {setting}")
+            axis.plot(
+                mflops,
+                [r["torchvision"]["images_per_s"] for r in rows],
+                "s--",
+                color=colour,
+                alpha=0.7,
+                label=f"torchvision, {setting}",
+            )
             if index == 0:
                 ticks = (mflops, [f"{x:.0f}\n{r['width']}" for r, x in zip(rows, mflops)])
                 if len(rows) > 1:
@@ -333,7 +387,11 @@ def _title(meta: Dict[str, Any], batch_size: int, image_size: int) -> str:
 
 def write_outputs(report: Dict[str, Any], out_dir: Path) -> List[Path]:
     """JSON and both charts into ``out_dir``; returns their paths."""
-    json_path, speedup_path, flops_path = out_dir / "model_throughput.json", out_dir / "model_throughput.png", out_dir / "speed_vs_flops.png"
+    json_path, speedup_path, flops_path = (
+        out_dir / "model_throughput.json",
+        out_dir / "model_throughput.png",
+        out_dir / "speed_vs_flops.png",
+    )
     write_json(json_path, report)
     title = _title(report["environment"], report["batch_size"], report["image_size"])
     plot_speedups(report["results"], speedup_path, title)
@@ -356,22 +414,55 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         "  shufflenet-pl bench --plot-from runs/benchmarks/model_throughput.json\n"
         "torch.compile adds minutes per width and setting on a CPU (compilation happens during --warmup).",
     )
-    parser.add_argument("--widths", nargs="+", default=list(WIDTHS), metavar="W", help="model widths: 0.5 1.0 1.5 2.0 (default: all)")
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="S", help=f"default: {' '.join(DEFAULT_SETTINGS)}")
+    parser.add_argument(
+        "--widths", nargs="+", default=list(WIDTHS), metavar="W", help="model widths: 0.5 1.0 1.5 2.0 (default: all)"
+    )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(DEFAULT_SETTINGS),
+        metavar="S",
+        help=f"default: {' '.join(DEFAULT_SETTINGS)}",
+    )
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="what to time (default: all)")
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if visible, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per train/infer step (default: 256 on a GPU, 32 on CPU)")
-    parser.add_argument("--image-size", type=int, default=160, help="input side in pixels (default: 160, FFCV-style low-res training)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per train/infer step (default: 256 on a GPU, 32 on CPU)"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=160, help="input side in pixels (default: 160, FFCV-style low-res training)"
+    )
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per model and case (default: 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per model first; compilation happens here (default: 2)")
-    parser.add_argument("--min-sample-ms", type=float, default=20.0,
-                        help="a sample repeats a faster call until it lasts this long, e.g. GPU latency (default: 20)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed calls per model first; compilation happens here (default: 2)"
+    )
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=20.0,
+        help="a sample repeats a faster call until it lasts this long, e.g. GPU latency (default: 20)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--clock", choices=["wall", "process"], default="wall",
-                        help="wall: elapsed time (default); process: this process's CPU time, steadier on a CPU shared "
-                        "with other jobs when used with --threads 1")
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/benchmarks"), help="where the JSON and PNGs go (default: runs/benchmarks)")
-    parser.add_argument("--plot-from", type=Path, default=None, metavar="JSON", help="redraw table and charts from a model_throughput.json; time nothing")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="wall: elapsed time (default); process: this process's CPU time, steadier on a CPU shared "
+        "with other jobs when used with --threads 1",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("runs/benchmarks"),
+        help="where the JSON and PNGs go (default: runs/benchmarks)",
+    )
+    parser.add_argument(
+        "--plot-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="redraw table and charts from a model_throughput.json; time nothing",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -394,8 +485,16 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
         widths = [parse_width(w) for w in args.widths]
         settings = [parse_setting(s) for s in args.settings]
         device = resolve_device(args.device)
-        check_minimums((("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0), ("--image-size", args.image_size, 32),
-                        ("--min-sample-ms", args.min_sample_ms, 0), ("--batch-size", args.batch_size, 1), ("--threads", args.threads, 1)))
+        check_minimums(
+            (
+                ("--repeats", args.repeats, 1),
+                ("--warmup", args.warmup, 0),
+                ("--image-size", args.image_size, 32),
+                ("--min-sample-ms", args.min_sample_ms, 0),
+                ("--batch-size", args.batch_size, 1),
+                ("--threads", args.threads, 1),
+            )
+        )
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     if args.threads is not None:
@@ -412,16 +511,31 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
         "clock": args.clock,
         "results": [],
     }
-    print(f"# ours vs torchvision, {report['environment']['device']}, batch {batch_size}, {args.image_size} px, "
-          f"median of {args.repeats} alternating calls ({args.clock} clock); speedup = torchvision's time / ours", flush=True)
+    print(
+        f"# ours vs torchvision, {report['environment']['device']}, batch {batch_size}, {args.image_size} px, "
+        f"median of {args.repeats} alternating calls ({args.clock} clock); speedup = torchvision's time / ours",
+        flush=True,
+    )
 
     def save_partial(result: Dict[str, Any]) -> None:
         # Every finished case is on disk at once: an interrupted run keeps what it measured.
         report["results"].append(result)
         write_json(args.out_dir / "model_throughput.json", report)
 
-    run_benchmark(widths, settings, args.modes, device, batch_size, args.image_size, args.repeats, args.warmup,
-                  min_sample_seconds=args.min_sample_ms / 1000, clock=args.clock, on_result=save_partial, progress=not args.no_progress)
+    run_benchmark(
+        widths,
+        settings,
+        args.modes,
+        device,
+        batch_size,
+        args.image_size,
+        args.repeats,
+        args.warmup,
+        min_sample_seconds=args.min_sample_ms / 1000,
+        clock=args.clock,
+        on_result=save_partial,
+        progress=not args.no_progress,
+    )
     print(format_results(report["results"]))
     worst = max(r["max_output_difference"] for r in report["results"])
     print(f"outputs of ours and torchvision's agree to {worst:.1e} (largest absolute logit difference, eval, float32)")

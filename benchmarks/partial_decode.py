@@ -62,24 +62,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 args_ = (0, 0, h, w, h, w) if whole else (*box, args.res, args.res)
                 if fd.decode_jpeg_box(data, h, w, *args_, temp)[0] != 0:
                     raise RuntimeError("libjpeg could not decode an image of the .beton")
+
         return run
 
-    rows: Dict[str, Callable[[], None]] = {"ffcv_full_decode": full_ffcv, "kernel_full_decode": box_kernel(True),
-                                           "box_decode": box_kernel(False)}
+    rows: Dict[str, Callable[[], None]] = {
+        "ffcv_full_decode": full_ffcv,
+        "kernel_full_decode": box_kernel(True),
+        "box_decode": box_kernel(False),
+    }
     times: Dict[str, List[float]] = {name: [] for name in rows}
     for run in rows.values():
         run()  # warm-up: compilation, page cache
     for round_index in range(args.rounds):
-        for name in (list(rows) if round_index % 2 == 0 else list(rows)[::-1]):
+        for name in list(rows) if round_index % 2 == 0 else list(rows)[::-1]:
             start = time.perf_counter()
             rows[name]()
             times[name].append((time.perf_counter() - start) / len(jpegs))
     ms = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
     share = float(np.mean([bh * bw / (h * w) for (_, h, w), (_, _, bh, bw) in zip(jpegs, boxes)]))
-    report = {"beton": args.beton.name, "images": len(jpegs), "res": args.res, "rounds": args.rounds,
-              "mean_box_area_share": share, "ms_per_image": ms, "box_vs_full": ms["box_decode"] / ms["ffcv_full_decode"]}
-    print(f"{len(jpegs)} JPEGs of {args.beton.name}; boxes cover {100 * share:.0f} % of the image on average; "
-          f"median of {args.rounds} interleaved passes, one thread")
+    report = {
+        "beton": args.beton.name,
+        "images": len(jpegs),
+        "res": args.res,
+        "rounds": args.rounds,
+        "mean_box_area_share": share,
+        "ms_per_image": ms,
+        "box_vs_full": ms["box_decode"] / ms["ffcv_full_decode"],
+    }
+    print(
+        f"{len(jpegs)} JPEGs of {args.beton.name}; boxes cover {100 * share:.0f} % of the image on average; "
+        f"median of {args.rounds} interleaved passes, one thread"
+    )
     for name, value in ms.items():
         print(f"  {name:<20}{value:7.3f} ms/image   {value / ms['ffcv_full_decode']:5.2f}x FFCV's full decode")
     if args.json:

@@ -46,6 +46,7 @@ def load(path: str) -> Optional[Results]:
 
 # --------------------------------------------------------------------------- formatting helpers
 
+
 def fmt_rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -93,9 +94,12 @@ def key_value_table(rows: Sequence[tuple]) -> Callable[[Results], str]:
             if key not in data or data[key] is None:
                 continue
             value = data[key]
-            text = {"rate": fmt_rate, "ratio": fmt_ratio, "share": lambda v: f"{100 * v:.0f} %",
-                    "text1": lambda v: f"{v:.1f}"}.get(
-                kind, str)(value)
+            text = {
+                "rate": fmt_rate,
+                "ratio": fmt_ratio,
+                "share": lambda v: f"{100 * v:.0f} %",
+                "text1": lambda v: f"{v:.1f}",
+            }.get(kind, str)(value)
             out.append((label, text))
         return markdown_table(["", "value"], out) if out else "_The file holds none of the expected keys._"
 
@@ -125,14 +129,19 @@ def speedup_grid(data: Results, cells: bool = True) -> str:
             if r is None:
                 row.append("")
             elif cells and mode != "latency":
-                row.append(f"{fmt_rate(r['ours']['images_per_s'])} / "
-                           f"{fmt_rate(r['torchvision']['images_per_s'])}, {fmt_ratio(r['speedup'])}")
+                row.append(
+                    f"{fmt_rate(r['ours']['images_per_s'])} / "
+                    f"{fmt_rate(r['torchvision']['images_per_s'])}, {fmt_ratio(r['speedup'])}"
+                )
             else:
                 row.append(fmt_ratio(r["speedup"]))
         rows.append(row)
     setup = f"batch {data['batch_size']} at {data['image_size']} px, median of {data['repeats']} alternating calls"
-    legend = ("Cells: ours / torchvision's images/s, speedup (torchvision's time / ours)" if cells
-              else "Cells: speedup (torchvision's time / ours)")
+    legend = (
+        "Cells: ours / torchvision's images/s, speedup (torchvision's time / ours)"
+        if cells
+        else "Cells: speedup (torchvision's time / ours)"
+    )
     return f"{markdown_table(header, rows)}\n\n{legend}; {setup}."
 
 
@@ -149,24 +158,43 @@ def compile_formulations(data: Results) -> str:
         kernels = r.get("kernel_s_per_step", {})
         kernel_text = ""
         if name in kernels and "torchvision" in kernels:
-            kernel_text = (f"{1e3 * kernels[name]:.1f} of {1e3 * step['ours']:.1f} ms / "
-                           f"{1e3 * kernels['torchvision']:.1f} of {1e3 * step['tv']:.1f} ms")
-        rows.append([f"`{name}`", fmt_rate(data["batch_size"] / step["ours"]),
-                     fmt_rate(data["batch_size"] / step["tv"]), fmt_ratio(r["speedup"]), kernel_text])
-    header = ["formulation", "ours img/s", "torchvision img/s", "speedup",
-              "GPU kernel time of the step, ours / torchvision"]
-    return (f"{markdown_table(header, rows, 'lrrrl')}\n\nWidth {data['width']}x, batch {data['batch_size']} at "
-            f"{data['image_size']} px, bf16 + channels_last + `torch.compile`, training steps; `ours` is the "
-            "model as shipped.")
+            kernel_text = (
+                f"{1e3 * kernels[name]:.1f} of {1e3 * step['ours']:.1f} ms / "
+                f"{1e3 * kernels['torchvision']:.1f} of {1e3 * step['tv']:.1f} ms"
+            )
+        rows.append(
+            [
+                f"`{name}`",
+                fmt_rate(data["batch_size"] / step["ours"]),
+                fmt_rate(data["batch_size"] / step["tv"]),
+                fmt_ratio(r["speedup"]),
+                kernel_text,
+            ]
+        )
+    header = [
+        "formulation",
+        "ours img/s",
+        "torchvision img/s",
+        "speedup",
+        "GPU kernel time of the step, ours / torchvision",
+    ]
+    return (
+        f"{markdown_table(header, rows, 'lrrrl')}\n\nWidth {data['width']}x, batch {data['batch_size']} at "
+        f"{data['image_size']} px, bf16 + channels_last + `torch.compile`, training steps; `ours` is the "
+        "model as shipped."
+    )
 
 
 def guidelines(data: Results) -> str:
-    rows = [[f"Table {t['table']}", t["guideline"], t["claim"], "holds" if t["holds"] else "does not hold",
-             t["verdict"]] for t in data["tables"]]
+    rows = [
+        [f"Table {t['table']}", t["guideline"], t["claim"], "holds" if t["holds"] else "does not hold", t["verdict"]]
+        for t in data["tables"]
+    ]
     return markdown_table(["table", "guideline", "claim", "here", "verdict"], rows, "lllll")
 
 
 # --------------------------------------------------------------------------- headline (README)
+
 
 def _speedup(data: Results, width: str, mode: str, setting: str) -> Optional[float]:
     for r in data.get("results", []):
@@ -193,55 +221,102 @@ def _rate_ratio(numerator: str, denominator: str) -> Callable[[Results], Optiona
 
 
 HEADLINES = [
-    Headline("Demo job (`launch.py`): validation top-1", "benchmarks/results/cpu-2core/demo_job.json",
-             "docs/training.md",
-             lambda d: f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epochs']} epochs"
-             if "val/acc1" in d.get("metrics", {}) else None),
-    Headline("Training step vs torchvision, 1.0x, channels_last, 2-core CPU",
-             "benchmarks/results/cpu-2core/model_throughput_train.json", "docs/speed.md",
-             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last"))),
-    Headline("Training step vs torchvision, 1.0x, channels_last, H200",
-             "benchmarks/results/h200/model_throughput.json", "docs/speed.md",
-             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last"))),
-    Headline("Inference vs torchvision, 2.0x, channels_last, H200",
-             "benchmarks/results/h200/model_throughput.json", "docs/speed.md",
-             lambda d: _ratio_or_none(_speedup(d, "2.0x", "infer", "channels_last"))),
-    Headline("Training step vs torchvision, 1.0x, `torch.compile` + bf16, H200",
-             "benchmarks/results/h200/model_throughput_compile.json", "docs/speed.md",
-             lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "compile"))),
-    Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU",
-             "benchmarks/results/cpu-2core/data_throughput.json", "docs/data.md",
-             _rate_ratio("ours_images_per_s", "torchvision_images_per_s")),
-    Headline("Data loading, our FFCV decode stage vs torchvision ImageFolder, 16-core host of an H200",
-             "benchmarks/results/h200/data_throughput.json", "docs/data.md",
-             _rate_ratio("ours_images_per_s", "torchvision_images_per_s")),
-    Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, H200",
-             "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
-             _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")),
-    Headline("GPU busy share of the captured training step (CUDA graphs), 1.0x, bf16, H200",
-             "benchmarks/results/h200/train_throughput.json", "docs/speed.md",
-             lambda d: f"{100 * d['gpu_busy_share']:.0f} %" if d.get("gpu_busy_share") is not None else None),
-    Headline("Training images/s, `fit` with FFCV vs torchvision's reference loop, 2-core CPU",
-             "benchmarks/results/cpu-2core/train_throughput.json", "docs/speed.md",
-             _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")),
+    Headline(
+        "Demo job (`launch.py`): validation top-1",
+        "benchmarks/results/cpu-2core/demo_job.json",
+        "docs/training.md",
+        lambda d: (
+            f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epochs']} epochs"
+            if "val/acc1" in d.get("metrics", {})
+            else None
+        ),
+    ),
+    Headline(
+        "Training step vs torchvision, 1.0x, channels_last, 2-core CPU",
+        "benchmarks/results/cpu-2core/model_throughput_train.json",
+        "docs/speed.md",
+        lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last")),
+    ),
+    Headline(
+        "Training step vs torchvision, 1.0x, channels_last, H200",
+        "benchmarks/results/h200/model_throughput.json",
+        "docs/speed.md",
+        lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "channels_last")),
+    ),
+    Headline(
+        "Inference vs torchvision, 2.0x, channels_last, H200",
+        "benchmarks/results/h200/model_throughput.json",
+        "docs/speed.md",
+        lambda d: _ratio_or_none(_speedup(d, "2.0x", "infer", "channels_last")),
+    ),
+    Headline(
+        "Training step vs torchvision, 1.0x, `torch.compile` + bf16, H200",
+        "benchmarks/results/h200/model_throughput_compile.json",
+        "docs/speed.md",
+        lambda d: _ratio_or_none(_speedup(d, "1.0x", "train", "compile")),
+    ),
+    Headline(
+        "Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU",
+        "benchmarks/results/cpu-2core/data_throughput.json",
+        "docs/data.md",
+        _rate_ratio("ours_images_per_s", "torchvision_images_per_s"),
+    ),
+    Headline(
+        "Data loading, our FFCV decode stage vs torchvision ImageFolder, 16-core host of an H200",
+        "benchmarks/results/h200/data_throughput.json",
+        "docs/data.md",
+        _rate_ratio("ours_images_per_s", "torchvision_images_per_s"),
+    ),
+    Headline(
+        "Training images/s, `fit` with FFCV vs torchvision's reference loop, H200",
+        "benchmarks/results/h200/train_throughput.json",
+        "docs/speed.md",
+        _rate_ratio("fit_images_per_s", "reference_loop_images_per_s"),
+    ),
+    Headline(
+        "GPU busy share of the captured training step (CUDA graphs), 1.0x, bf16, H200",
+        "benchmarks/results/h200/train_throughput.json",
+        "docs/speed.md",
+        lambda d: f"{100 * d['gpu_busy_share']:.0f} %" if d.get("gpu_busy_share") is not None else None,
+    ),
+    Headline(
+        "Training images/s, `fit` with FFCV vs torchvision's reference loop, 2-core CPU",
+        "benchmarks/results/cpu-2core/train_throughput.json",
+        "docs/speed.md",
+        _rate_ratio("fit_images_per_s", "reference_loop_images_per_s"),
+    ),
 ]
 
 
 def train_throughput(data: Results) -> str:
     """bench-train's rates, plus the two ratios its goals are stated in."""
-    table = key_value_table([
-        ("`shufflenet-pl fit`, FFCV datamodule, images/s", "fit_images_per_s", "rate"),
-        ("`shufflenet-pl fit`, ImageFolder datamodule, images/s", "fit_imagefolder_images_per_s", "rate"),
-        ("`fit` on batches already on the device (model-only ceiling), images/s", "model_only_images_per_s", "rate"),
-        ("bare PyTorch loop, same module and batches, images/s", "bare_loop_images_per_s", "rate"),
-        ("torchvision's reference training loop, images/s", "reference_loop_images_per_s", "rate"),
-        ("share of `fit` (FFCV) waiting between steps", "data_wait_share", "share"),
-        ("GPU busy share of the training step (profiled in the bare loop)", "gpu_busy_share", "share"),
-    ])(data)
-    return table + _extra_rows([
-        ("`fit` on device batches / bare loop", _rate_ratio("model_only_images_per_s", "bare_loop_images_per_s")(data)),
-        ("`fit` with FFCV / torchvision's reference loop", _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")(data)),
-    ])
+    table = key_value_table(
+        [
+            ("`shufflenet-pl fit`, FFCV datamodule, images/s", "fit_images_per_s", "rate"),
+            ("`shufflenet-pl fit`, ImageFolder datamodule, images/s", "fit_imagefolder_images_per_s", "rate"),
+            (
+                "`fit` on batches already on the device (model-only ceiling), images/s",
+                "model_only_images_per_s",
+                "rate",
+            ),
+            ("bare PyTorch loop, same module and batches, images/s", "bare_loop_images_per_s", "rate"),
+            ("torchvision's reference training loop, images/s", "reference_loop_images_per_s", "rate"),
+            ("share of `fit` (FFCV) waiting between steps", "data_wait_share", "share"),
+            ("GPU busy share of the training step (profiled in the bare loop)", "gpu_busy_share", "share"),
+        ]
+    )(data)
+    return table + _extra_rows(
+        [
+            (
+                "`fit` on device batches / bare loop",
+                _rate_ratio("model_only_images_per_s", "bare_loop_images_per_s")(data),
+            ),
+            (
+                "`fit` with FFCV / torchvision's reference loop",
+                _rate_ratio("fit_images_per_s", "reference_loop_images_per_s")(data),
+            ),
+        ]
+    )
 
 
 def _extra_rows(rows: Sequence[tuple]) -> str:
@@ -259,23 +334,35 @@ PARTIAL_DECODE_LABELS = {
 def partial_decode(data: Results) -> str:
     """ms per JPEG of each decode, and its ratio to FFCV's full decode."""
     full = data["ms_per_image"]["ffcv_full_decode"]
-    rows = [[PARTIAL_DECODE_LABELS.get(name, name), f"{value:.3f}", fmt_ratio(value / full)]
-            for name, value in data["ms_per_image"].items()]
+    rows = [
+        [PARTIAL_DECODE_LABELS.get(name, name), f"{value:.3f}", fmt_ratio(value / full)]
+        for name, value in data["ms_per_image"].items()
+    ]
     rows.append(["mean share of the image inside a crop box", f"{100 * data['mean_box_area_share']:.0f} %", ""])
     return markdown_table(["decode, one thread", "ms per image", "vs full decode"], rows, "lrr")
 
 
 def gpu_train_throughput(data: Results, without_graphs: Results) -> str:
     """bench-train on a GPU (CUDA graphs), plus the same step compiled without CUDA graphs: what the graphs add."""
+
     def share(value: Optional[float]) -> Optional[str]:
         return f"{100 * value:.0f} %" if value is not None else None
 
-    rows = [(f"{label}: captured step (CUDA graphs) / compiled step without graphs",
-             fmt_ratio(data[key] / without_graphs[key]) if data.get(key) and without_graphs.get(key) else None)
-            for label, key in (("bare loop", "bare_loop_images_per_s"), ("`fit` on device batches", "model_only_images_per_s"))]
-    rows += [("`fit` with FFCV / `fit` on device batches", _rate_ratio("fit_images_per_s", "model_only_images_per_s")(data)),
-             ("GPU busy share of `fit` with FFCV", share(data.get("fit_gpu_busy_share"))),
-             ("GPU busy share of a step compiled without graphs", share(without_graphs.get("gpu_busy_share")))]
+    rows = [
+        (
+            f"{label}: captured step (CUDA graphs) / compiled step without graphs",
+            fmt_ratio(data[key] / without_graphs[key]) if data.get(key) and without_graphs.get(key) else None,
+        )
+        for label, key in (
+            ("bare loop", "bare_loop_images_per_s"),
+            ("`fit` on device batches", "model_only_images_per_s"),
+        )
+    ]
+    rows += [
+        ("`fit` with FFCV / `fit` on device batches", _rate_ratio("fit_images_per_s", "model_only_images_per_s")(data)),
+        ("GPU busy share of `fit` with FFCV", share(data.get("fit_gpu_busy_share"))),
+        ("GPU busy share of a step compiled without graphs", share(without_graphs.get("gpu_busy_share"))),
+    ]
     return train_throughput(data) + _extra_rows(rows)
 
 
@@ -314,32 +401,77 @@ DATA_THROUGHPUT_ROWS = [
 
 TABLES = [
     Table("headline", (), headline_table, ""),
-    Table("cpu-model-throughput", (f"{CPU}/model_throughput_train.json",), speedup_grid,
-          "shufflenet-pl bench --settings fp32 channels_last --modes train"),
-    Table("h200-model-throughput", (f"{H200}/model_throughput.json",), lambda d: speedup_grid(d, cells=False),
-          "shufflenet-pl bench --device cuda --batch-size 256 --settings fp32 channels_last bf16"),
-    Table("h200-model-throughput-compile", (f"{H200}/model_throughput_compile.json",), speedup_grid,
-          "shufflenet-pl bench --device cuda --batch-size 256 --widths 1.0 --settings compile"),
-    Table("h200-compile-formulations", (f"{H200}/compile_formulations.json",), compile_formulations,
-          "python benchmarks/compile_formulations.py --device cuda"),
+    Table(
+        "cpu-model-throughput",
+        (f"{CPU}/model_throughput_train.json",),
+        speedup_grid,
+        "shufflenet-pl bench --settings fp32 channels_last --modes train",
+    ),
+    Table(
+        "h200-model-throughput",
+        (f"{H200}/model_throughput.json",),
+        lambda d: speedup_grid(d, cells=False),
+        "shufflenet-pl bench --device cuda --batch-size 256 --settings fp32 channels_last bf16",
+    ),
+    Table(
+        "h200-model-throughput-compile",
+        (f"{H200}/model_throughput_compile.json",),
+        speedup_grid,
+        "shufflenet-pl bench --device cuda --batch-size 256 --widths 1.0 --settings compile",
+    ),
+    Table(
+        "h200-compile-formulations",
+        (f"{H200}/compile_formulations.json",),
+        compile_formulations,
+        "python benchmarks/compile_formulations.py --device cuda",
+    ),
     Table("h200-guidelines", (f"{H200}/guidelines.json",), guidelines, "shufflenet-pl guidelines --device cuda"),
-    Table("cpu-data-throughput", (f"{CPU}/data_throughput.json",), key_value_table(DATA_THROUGHPUT_ROWS),
-          "python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 --startup "
-          "--json benchmarks/results/cpu-2core/data_throughput.json"),
-    Table("h200-data-throughput", (f"{H200}/data_throughput.json",), key_value_table(DATA_THROUGHPUT_ROWS),
-          "python benchmarks/data_throughput.py --images 1500 --settings jpg:320:90 --workers 8 --epochs 1 "
-          "--json benchmarks/results/h200/data_throughput.json"),
-    Table("cpu-partial-decode", (f"{CPU}/partial_decode.json",), partial_decode,
-          "python benchmarks/partial_decode.py /tmp/shufflenet-pl-bench/jpg_max_320_q90.beton "
-          "--json benchmarks/results/cpu-2core/partial_decode.json"),
-    Table("cpu-train-throughput", (f"{CPU}/train_throughput.json",), train_throughput,
-          "shufflenet-pl bench-train --device cpu"),
-    Table("h200-train-throughput", (f"{H200}/train_throughput.json", f"{H200}/train_throughput_step_default.json"),
-          gpu_train_throughput, "benchmarks/gpu_check.sh"),
-    Table("demo-job", (f"{CPU}/demo_job.json",), key_value_table([
-        ("epochs", "epochs", "text"), ("optimizer steps", "global_step", "text"),
-        ("validation top-1", "val_acc1_percent", "text"), ("validation top-5", "val_acc5_percent", "text"),
-    ]), "python launch.py && python -m benchmarks.render_docs --record-demo jobs/<job folder>"),
+    Table(
+        "cpu-data-throughput",
+        (f"{CPU}/data_throughput.json",),
+        key_value_table(DATA_THROUGHPUT_ROWS),
+        "python benchmarks/data_throughput.py --images 400 --settings jpg:320:90 raw:320 --workers 1 2 --startup "
+        "--json benchmarks/results/cpu-2core/data_throughput.json",
+    ),
+    Table(
+        "h200-data-throughput",
+        (f"{H200}/data_throughput.json",),
+        key_value_table(DATA_THROUGHPUT_ROWS),
+        "python benchmarks/data_throughput.py --images 1500 --settings jpg:320:90 --workers 8 --epochs 1 "
+        "--json benchmarks/results/h200/data_throughput.json",
+    ),
+    Table(
+        "cpu-partial-decode",
+        (f"{CPU}/partial_decode.json",),
+        partial_decode,
+        "python benchmarks/partial_decode.py /tmp/shufflenet-pl-bench/jpg_max_320_q90.beton "
+        "--json benchmarks/results/cpu-2core/partial_decode.json",
+    ),
+    Table(
+        "cpu-train-throughput",
+        (f"{CPU}/train_throughput.json",),
+        train_throughput,
+        "shufflenet-pl bench-train --device cpu",
+    ),
+    Table(
+        "h200-train-throughput",
+        (f"{H200}/train_throughput.json", f"{H200}/train_throughput_step_default.json"),
+        gpu_train_throughput,
+        "benchmarks/gpu_check.sh",
+    ),
+    Table(
+        "demo-job",
+        (f"{CPU}/demo_job.json",),
+        key_value_table(
+            [
+                ("epochs", "epochs", "text"),
+                ("optimizer steps", "global_step", "text"),
+                ("validation top-1", "val_acc1_percent", "text"),
+                ("validation top-5", "val_acc5_percent", "text"),
+            ]
+        ),
+        "python launch.py && python -m benchmarks.render_docs --record-demo jobs/<job folder>",
+    ),
 ]
 
 
@@ -379,9 +511,9 @@ def link(target: str, page: Path) -> str:
     if page.relative_to(ROOT).parts[0] != "docs":
         return target
     if target.startswith("docs/"):
-        return target[len("docs/"):]
+        return target[len("docs/") :]
     if target.startswith(str(RESULTS) + "/"):
-        return "results/" + target[len(str(RESULTS)) + 1:]
+        return "results/" + target[len(str(RESULTS)) + 1 :]
     raise ValueError(f"no link from the docs site to {target}")
 
 
@@ -421,11 +553,17 @@ def record_demo(job_dir: Path, out: Path) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.render_docs",
-        description="Rewrite the generated tables in README.md and docs/*.md from benchmarks/results/*.json.")
-    parser.add_argument("--check", action="store_true",
-                        help="change nothing; exit 1 and name the pages whose tables are out of date")
-    parser.add_argument("--record-demo", type=Path, metavar="JOB_DIR",
-                        help="first write benchmarks/results/cpu-2core/demo_job.json from a finished demo job")
+        description="Rewrite the generated tables in README.md and docs/*.md from benchmarks/results/*.json.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 and name the pages whose tables are out of date"
+    )
+    parser.add_argument(
+        "--record-demo",
+        type=Path,
+        metavar="JOB_DIR",
+        help="first write benchmarks/results/cpu-2core/demo_job.json from a finished demo job",
+    )
     args = parser.parse_args(argv)
     if args.record_demo:
         record_demo(args.record_demo, ROOT / CPU / "demo_job.json")

@@ -37,12 +37,25 @@ if __package__ in (None, ""):  # run as a file (python benchmarks/train_throughp
 import torch
 from torch import Tensor, nn
 
-from benchmarks._timing import check_minimums, environment, format_table, median, resolve_device, synchronizer, write_json
+from benchmarks._timing import (
+    check_minimums,
+    environment,
+    format_table,
+    median,
+    resolve_device,
+    synchronizer,
+    write_json,
+)
 
 __all__ = ["CANDIDATES", "main", "run_benchmark"]
 
 CANDIDATES = ("fit_ffcv", "fit_imagefolder", "model_only", "bare_loop", "reference_loop")
-WIDTHS = {"0.5": "shufflenet_v2_x0_5", "1.0": "shufflenet_v2_x1_0", "1.5": "shufflenet_v2_x1_5", "2.0": "shufflenet_v2_x2_0"}
+WIDTHS = {
+    "0.5": "shufflenet_v2_x0_5",
+    "1.0": "shufflenet_v2_x1_0",
+    "1.5": "shufflenet_v2_x1_5",
+    "2.0": "shufflenet_v2_x2_0",
+}
 _LABELS = {
     "fit_ffcv": "fit, FFCV datamodule",
     "fit_imagefolder": "fit, ImageFolder datamodule",
@@ -84,8 +97,11 @@ class Run:
         elapsed = self.ends[self.total - 1] - window_start
         # Between steps: from the end of one step to the start of the next (the loader's next batch, loop code).
         between = sum(self.starts[i] - self.ends[i - 1] for i in range(max(self.warmup, 1), self.total))
-        return {"images_per_s": self.steps * self.batch_size / elapsed, "seconds": elapsed,
-                "between_steps_share": min(1.0, max(0.0, between / elapsed))}
+        return {
+            "images_per_s": self.steps * self.batch_size / elapsed,
+            "seconds": elapsed,
+            "between_steps_share": min(1.0, max(0.0, between / elapsed)),
+        }
 
 
 class _RunTimer:
@@ -98,7 +114,9 @@ class _RunTimer:
             def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
                 run.step_start()
 
-            def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            def on_train_batch_end(
+                self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+            ) -> None:
                 run.step_end()
 
         self.callback = Timer()
@@ -125,7 +143,14 @@ def prepare_data(root: Path, per_class: int, workers: int, progress: bool) -> Pa
 
     make_demo_dataset(root, train_per_class=per_class, val_per_class=2, progress=progress)
     for split in ("train", "val"):
-        convert_split(root / split, root / f"{split}.beton", write_mode="jpg", jpeg_quality=90, num_workers=workers, progress=progress)
+        convert_split(
+            root / split,
+            root / f"{split}.beton",
+            write_mode="jpg",
+            jpeg_quality=90,
+            num_workers=workers,
+            progress=progress,
+        )
     return root
 
 
@@ -140,8 +165,14 @@ class Bench:
         self.synchronize = synchronizer(device)
         self.bf16 = args.precision == "bf16-mixed"
         torch.manual_seed(0)
-        self.module = ImageClassifier(build_model(WIDTHS[args.width], num_classes=10), lr=0.01, schedule="constant",
-                                      channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode)
+        self.module = ImageClassifier(
+            build_model(WIDTHS[args.width], num_classes=10),
+            lr=0.01,
+            schedule="constant",
+            channels_last=args.channels_last,
+            compile=args.compile,
+            compile_mode=args.compile_mode,
+        )
         generator = torch.Generator().manual_seed(0)
         images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=generator)
         self.images = images.to(device)
@@ -151,10 +182,21 @@ class Bench:
     def _trainer(self, run: Run) -> Any:
         import lightning as L
 
-        return L.Trainer(accelerator=self.device.type, devices=1, precision=self.args.precision, max_steps=run.total,
-                         max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[_RunTimer(run).callback],
-                         default_root_dir=self.scratch)
+        return L.Trainer(
+            accelerator=self.device.type,
+            devices=1,
+            precision=self.args.precision,
+            max_steps=run.total,
+            max_epochs=-1,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[_RunTimer(run).callback],
+            default_root_dir=self.scratch,
+        )
 
     def _run(self) -> Run:
         return Run(self.args.warmup, self.args.steps, self.args.batch_size, self.synchronize)
@@ -163,8 +205,13 @@ class Bench:
         from shufflenet_pl.data.ffcv import FFCVImageNetDataModule
 
         run = self._run()
-        data = FFCVImageNetDataModule(root=str(self.data_root), batch_size=self.args.batch_size, num_workers=self.args.workers,
-                                      train_res=self.args.image_size, val_res=self.args.image_size)
+        data = FFCVImageNetDataModule(
+            root=str(self.data_root),
+            batch_size=self.args.batch_size,
+            num_workers=self.args.workers,
+            train_res=self.args.image_size,
+            val_res=self.args.image_size,
+        )
         self._trainer(run).fit(self.module, datamodule=data)
         return run.result()
 
@@ -172,8 +219,13 @@ class Bench:
         from shufflenet_pl.data.imagefolder import ImageFolderDataModule
 
         run = self._run()
-        data = ImageFolderDataModule(root=str(self.data_root), batch_size=self.args.batch_size, num_workers=self.args.workers,
-                                     train_res=self.args.image_size, val_res=self.args.image_size)
+        data = ImageFolderDataModule(
+            root=str(self.data_root),
+            batch_size=self.args.batch_size,
+            num_workers=self.args.workers,
+            train_res=self.args.image_size,
+            val_res=self.args.image_size,
+        )
         self._trainer(run).fit(self.module, datamodule=data)
         return run.result()
 
@@ -217,11 +269,24 @@ class Bench:
         run = self._run()
         cuda = self.device.type == "cuda"
         model = getattr(torchvision.models, WIDTHS[self.args.width])(num_classes=10).to(self.device).train()
-        transform = T.Compose([T.RandomResizedCrop(self.args.image_size, antialias=True), T.RandomHorizontalFlip(), T.PILToTensor(),
-                               T.ConvertImageDtype(torch.float), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        transform = T.Compose(
+            [
+                T.RandomResizedCrop(self.args.image_size, antialias=True),
+                T.RandomHorizontalFlip(),
+                T.PILToTensor(),
+                T.ConvertImageDtype(torch.float),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
         dataset = torchvision.datasets.ImageFolder(str(self.data_root / "train"), transform=transform)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.args.batch_size, shuffle=True, num_workers=self.args.workers,
-                                             pin_memory=cuda, drop_last=True)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.args.batch_size,
+            shuffle=True,
+            num_workers=self.args.workers,
+            pin_memory=cuda,
+            drop_last=True,
+        )
         criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
         scaler = torch.amp.GradScaler("cuda") if cuda else None
@@ -259,15 +324,22 @@ class Bench:
                 step()
             self.synchronize()
             wall = time.perf_counter() - start
-        kernel_us = sum(getattr(e, "self_device_time_total", 0.0) for e in prof.key_averages()
-                        if str(getattr(e, "device_type", "")).endswith("CUDA"))
+        kernel_us = sum(
+            getattr(e, "self_device_time_total", 0.0)
+            for e in prof.key_averages()
+            if str(getattr(e, "device_type", "")).endswith("CUDA")
+        )
         self.kernel_seconds_per_step = kernel_us / 1e6 / steps
-        return {"gpu_busy_share": min(1.0, kernel_us / 1e6 / wall), "kernel_ms_per_step": kernel_us / 1e3 / steps,
-                "profiled_step_ms": wall * 1e3 / steps}
+        return {
+            "gpu_busy_share": min(1.0, kernel_us / 1e6 / wall),
+            "kernel_ms_per_step": kernel_us / 1e3 / steps,
+            "profiled_step_ms": wall * 1e3 / steps,
+        }
 
 
-def run_benchmark(bench: Bench, candidates: List[str], rounds: int, progress: bool = True,
-                  threads: Optional[int] = None) -> Dict[str, List[Dict[str, float]]]:
+def run_benchmark(
+    bench: Bench, candidates: List[str], rounds: int, progress: bool = True, threads: Optional[int] = None
+) -> Dict[str, List[Dict[str, float]]]:
     """Every candidate once per round, the order reversed every other round; each starts with
     ``threads`` torch threads (FFCV's loader changes the count to its worker count while it runs)."""
     from tqdm.auto import tqdm
@@ -285,9 +357,14 @@ def run_benchmark(bench: Bench, candidates: List[str], rounds: int, progress: bo
 
 
 def summarize(samples: Dict[str, List[Dict[str, float]]]) -> Dict[str, Dict[str, Any]]:
-    return {name: {"images_per_s": median([s["images_per_s"] for s in runs]),
-                   "between_steps_share": median([s["between_steps_share"] for s in runs]), "samples": runs}
-            for name, runs in samples.items()}
+    return {
+        name: {
+            "images_per_s": median([s["images_per_s"] for s in runs]),
+            "between_steps_share": median([s["between_steps_share"] for s in runs]),
+            "samples": runs,
+        }
+        for name, runs in samples.items()
+    }
 
 
 def verdicts(report: Dict[str, Any]) -> List[str]:
@@ -300,29 +377,39 @@ def verdicts(report: Dict[str, Any]) -> List[str]:
 
     overhead = rate("model_only") / rate("bare_loop")
     if math.isfinite(overhead):
-        lines.append(f"Lightning's overhead: fit on device-resident batches runs at {overhead:.2f}x the bare loop "
-                     f"(goal >= 0.95x: {'met' if overhead >= 0.95 else 'not met'}).")
+        lines.append(
+            f"Lightning's overhead: fit on device-resident batches runs at {overhead:.2f}x the bare loop "
+            f"(goal >= 0.95x: {'met' if overhead >= 0.95 else 'not met'})."
+        )
     vs_reference = rate("fit_ffcv") / rate("reference_loop")
     if math.isfinite(vs_reference):
-        lines.append(f"fit with FFCV runs at {vs_reference:.2f}x torchvision's reference loop "
-                     f"(goal >= 1.5x: {'met' if vs_reference >= 1.5 else 'not met'}).")
+        lines.append(
+            f"fit with FFCV runs at {vs_reference:.2f}x torchvision's reference loop "
+            f"(goal >= 1.5x: {'met' if vs_reference >= 1.5 else 'not met'})."
+        )
     for name in ("fit_ffcv", "fit_imagefolder"):
         share = rate(name) / rate("model_only")
         if not math.isfinite(share):
             continue
         wait = c[name]["between_steps_share"]
         if share < _BOTTLENECK_SHARE and wait >= _WAIT_SHARE:
-            lines.append(f"The loader is the bottleneck of {_LABELS[name]}: it reaches {share:.0%} of the model-only rate "
-                         f"({1 - share:.0%} lost); the step waits for data {wait:.0%} of the wall time.")
+            lines.append(
+                f"The loader is the bottleneck of {_LABELS[name]}: it reaches {share:.0%} of the model-only rate "
+                f"({1 - share:.0%} lost); the step waits for data {wait:.0%} of the wall time."
+            )
         elif share < _BOTTLENECK_SHARE:
-            lines.append(f"{_LABELS[name]} reaches {share:.0%} of the model-only rate ({1 - share:.0%} lost) although the step "
-                         f"waits for data only {wait:.0%} of the time: the loader's work slows the step itself (it competes "
-                         f"for the same cores or host thread).")
+            lines.append(
+                f"{_LABELS[name]} reaches {share:.0%} of the model-only rate ({1 - share:.0%} lost) although the step "
+                f"waits for data only {wait:.0%} of the time: the loader's work slows the step itself (it competes "
+                f"for the same cores or host thread)."
+            )
         else:
             lines.append(f"The loader keeps up in {_LABELS[name]}: {share:.0%} of the model-only rate.")
     if report["device_type"] == "cpu":
-        lines.append("On a CPU the loader's workers and the model share the same cores: the model-only rate is the "
-                     "model alone on all of them, not a rate the loader could reach without taking cores from it.")
+        lines.append(
+            "On a CPU the loader's workers and the model share the same cores: the model-only rate is the "
+            "model alone on all of them, not a rate the loader could reach without taking cores from it."
+        )
     return lines
 
 
@@ -330,47 +417,105 @@ def format_report(report: Dict[str, Any]) -> str:
     c = report["candidates"]
     ceiling = c.get("model_only", {}).get("images_per_s", math.nan)
     reference = c.get("reference_loop", {}).get("images_per_s", math.nan)
-    rows = [[_LABELS[name], f"{v['images_per_s']:,.1f}", f"{v['images_per_s'] / ceiling:.2f}x", f"{v['images_per_s'] / reference:.2f}x",
-             f"{v['between_steps_share']:.0%}"] for name, v in c.items()]
+    rows = [
+        [
+            _LABELS[name],
+            f"{v['images_per_s']:,.1f}",
+            f"{v['images_per_s'] / ceiling:.2f}x",
+            f"{v['images_per_s'] / reference:.2f}x",
+            f"{v['between_steps_share']:.0%}",
+        ]
+        for name, v in c.items()
+    ]
     table = format_table(["candidate", "images/s", "/ model-only", "/ reference", "between steps"], rows)
     lines = [table]
     if report.get("gpu_busy_share") is not None:
-        lines.append(f"GPU busy: {report['gpu_busy_share']:.0%} of a model-only step ({report['kernel_ms_per_step']:.2f} ms of "
-                     f"kernels in {report['profiled_step_ms']:.2f} ms); fit with FFCV: {report.get('fit_gpu_busy_share', math.nan):.0%}.")
+        lines.append(
+            f"GPU busy: {report['gpu_busy_share']:.0%} of a model-only step ({report['kernel_ms_per_step']:.2f} ms of "
+            f"kernels in {report['profiled_step_ms']:.2f} ms); fit with FFCV: "
+            f"{report.get('fit_gpu_busy_share', math.nan):.0%}."
+        )
     return "\n".join(lines + verdicts(report))
 
 
 def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Steady-state training images/s of a real fit (FFCV and ImageFolder datamodules), the same module on "
-        "device-resident batches (the ceiling) and in a bare loop, and torchvision's reference loop, on the same images; "
+        description="Steady-state training images/s of a real fit (FFCV and ImageFolder datamodules), the same module "
+        "on "
+        "device-resident batches (the ceiling) and in a bare loop, and torchvision's reference loop, on "
+        "the same images; "
         "prints a table and says whether the loader is the bottleneck.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  shufflenet-pl bench-train --device cpu --quick --json runs/benchmarks/train_throughput.json\n"
         "  shufflenet-pl bench-train --device cuda --json benchmarks/results/h200/train_throughput.json\n"
-        "defaults on CUDA: 1.0x, batch 256, 160 px, bf16-mixed, channels_last, compile with CUDA graphs (reduce-overhead);\n"
-        "on a CPU: 1.0x, batch 32, 160 px, float32, channels_last, eager. torchvision's loop runs as its script does (NCHW). --quick: 0.5x, batch 16, 96 px, fewer steps.",
+        "defaults on CUDA: 1.0x, batch 256, 160 px, bf16-mixed, channels_last, compile with CUDA graphs "
+        "(reduce-overhead);\n"
+        "on a CPU: 1.0x, batch 32, 160 px, float32, channels_last, eager. torchvision's loop runs as its "
+        "script does (NCHW). --quick: 0.5x, batch 16, 96 px, fewer steps.",
     )
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU if visible, else CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--quick", action="store_true", help="a small run (CI, a laptop): 0.5x, batch 16, 96 px, 6 timed steps")
+    parser.add_argument(
+        "--quick", action="store_true", help="a small run (CI, a laptop): 0.5x, batch 16, 96 px, 6 timed steps"
+    )
     parser.add_argument("--width", choices=list(WIDTHS), default=None, help="model width (default 1.0; --quick: 0.5)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per step (default: 256 on CUDA, 32 on CPU, 16 quick)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="images per step (default: 256 on CUDA, 32 on CPU, 16 quick)"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="training crop side (default 160; --quick: 96)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 50 on CUDA, 12 on CPU, 6 quick)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first; compilation happens here (default: 20 on CUDA, 3 on CPU, 2 quick)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps per run (default: 50 on CUDA, 12 on CPU, 6 quick)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed steps first; compilation happens here (default: 20 on CUDA, 3 on CPU, 2 quick)",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="runs per candidate, interleaved (default: 2)")
-    parser.add_argument("--workers", type=int, default=None, help="loader workers of every candidate (default: CPU count, at most 8)")
-    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None, help="default: bf16-mixed on CUDA, 32-true on CPU")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the step (default: on CUDA only)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="our module in channels_last, as in the recipes (default: on)")
-    parser.add_argument("--compile-mode", default=None, help="default: reduce-overhead (CUDA graphs) on CUDA, default on CPU")
-    parser.add_argument("--candidates", nargs="+", choices=CANDIDATES, default=list(CANDIDATES), help="what to run (default: all)")
-    parser.add_argument("--images-per-class", type=int, default=None, help="demo training images per class (default 100; --quick: 20)")
-    parser.add_argument("--data-root", type=Path, default=Path("runs/benchmarks/train_data"), help="where the demo images and .beton files are kept")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch at the start of every run (default: torch's choice)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="loader workers of every candidate (default: CPU count, at most 8)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        default=None,
+        help="default: bf16-mixed on CUDA, 32-true on CPU",
+    )
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the step (default: on CUDA only)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="our module in channels_last, as in the recipes (default: on)",
+    )
+    parser.add_argument(
+        "--compile-mode", default=None, help="default: reduce-overhead (CUDA graphs) on CUDA, default on CPU"
+    )
+    parser.add_argument(
+        "--candidates", nargs="+", choices=CANDIDATES, default=list(CANDIDATES), help="what to run (default: all)"
+    )
+    parser.add_argument(
+        "--images-per-class", type=int, default=None, help="demo training images per class (default 100; --quick: 20)"
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("runs/benchmarks/train_data"),
+        help="where the demo images and .beton files are kept",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch at the start of every run (default: torch's choice)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report (every sample) here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -404,11 +549,22 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     try:
         device = resolve_device(args.device)
         _defaults(args, device)
-        check_minimums((("--batch-size", args.batch_size, 1), ("--image-size", args.image_size, 32), ("--steps", args.steps, 2),
-                        ("--warmup", args.warmup, 1), ("--rounds", args.rounds, 1), ("--workers", args.workers, 1),
-                        ("--threads", args.threads, 1), ("--images-per-class", args.images_per_class, 1)))
+        check_minimums(
+            (
+                ("--batch-size", args.batch_size, 1),
+                ("--image-size", args.image_size, 32),
+                ("--steps", args.steps, 2),
+                ("--warmup", args.warmup, 1),
+                ("--rounds", args.rounds, 1),
+                ("--workers", args.workers, 1),
+                ("--threads", args.threads, 1),
+                ("--images-per-class", args.images_per_class, 1),
+            )
+        )
         if args.images_per_class * 10 < args.batch_size:
-            raise ValueError(f"--images-per-class {args.images_per_class} gives fewer than one batch of {args.batch_size}")
+            raise ValueError(
+                f"--images-per-class {args.images_per_class} gives fewer than one batch of {args.batch_size}"
+            )
         if args.compile_mode in ("reduce-overhead", "max-autotune") and device.type != "cuda":
             raise ValueError(f"--compile-mode {args.compile_mode} captures CUDA graphs and needs --device cuda")
     except ValueError as err:
@@ -425,12 +581,18 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one fit per run: no banners
     data_root = prepare_data(args.data_root, args.images_per_class, args.workers, progress=not args.no_progress)
     torch.set_num_threads(threads)
-    print(f"# training throughput, {environment(device)['device']}: {WIDTHS[args.width]}, batch {args.batch_size}, "
-          f"{args.image_size} px, {args.precision}, compile={args.compile} ({args.compile_mode}), {args.workers} loader workers; "
-          f"median of {args.rounds} interleaved runs of {args.warmup} + {args.steps} steps", flush=True)
+    print(
+        f"# training throughput, {environment(device)['device']}: {WIDTHS[args.width]}, batch {args.batch_size}, "
+        f"{args.image_size} px, {args.precision}, compile={args.compile} ({args.compile_mode}), "
+        f"{args.workers} loader workers; "
+        f"median of {args.rounds} interleaved runs of {args.warmup} + {args.steps} steps",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         bench = Bench(args, device, data_root, Path(scratch))
-        samples = run_benchmark(bench, list(args.candidates), args.rounds, progress=not args.no_progress, threads=threads)
+        samples = run_benchmark(
+            bench, list(args.candidates), args.rounds, progress=not args.no_progress, threads=threads
+        )
         busy: Dict[str, Any] = {}
         if device.type == "cuda":
             try:  # the measured rates are kept even if the profiler fails
@@ -442,18 +604,26 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = "shufflenet-pl 
     report: Dict[str, Any] = {
         "environment": environment(device),
         "device_type": device.type,
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("json", "no_progress")},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("json", "no_progress")
+        },
         "candidates": summarize(samples),
     }
     c = report["candidates"]
-    for key, name in (("fit_images_per_s", "fit_ffcv"), ("fit_imagefolder_images_per_s", "fit_imagefolder"),
-                      ("model_only_images_per_s", "model_only"), ("bare_loop_images_per_s", "bare_loop"),
-                      ("reference_loop_images_per_s", "reference_loop")):
+    for key, name in (
+        ("fit_images_per_s", "fit_ffcv"),
+        ("fit_imagefolder_images_per_s", "fit_imagefolder"),
+        ("model_only_images_per_s", "model_only"),
+        ("bare_loop_images_per_s", "bare_loop"),
+        ("reference_loop_images_per_s", "reference_loop"),
+    ):
         report[key] = c[name]["images_per_s"] if name in c else None
     report["data_wait_share"] = c["fit_ffcv"]["between_steps_share"] if "fit_ffcv" in c else None
     report.update(busy)
     if busy.get("gpu_busy_share") is not None and report["fit_images_per_s"]:
-        report["fit_gpu_busy_share"] = min(1.0, busy["kernel_ms_per_step"] / 1e3 * report["fit_images_per_s"] / args.batch_size)
+        report["fit_gpu_busy_share"] = min(
+            1.0, busy["kernel_ms_per_step"] / 1e3 * report["fit_images_per_s"] / args.batch_size
+        )
     report["verdicts"] = verdicts(report)
     print(format_report(report))
     if args.json is not None:

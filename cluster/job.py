@@ -76,9 +76,14 @@ class TrainingJob:
         resume = self._resume_checkpoint()
         host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""
-        print(f"[shufflenet-pl] job {env.job_id}: rank {env.global_rank}/{env.num_tasks} (node {env.node}/{env.num_nodes}, "
-              f"local rank {env.local_rank}) on {host}{restart}: "
-              + (f"resuming from {resume}" if resume else "starting from the beginning"), file=sys.stderr, flush=True)
+        print(
+            f"[shufflenet-pl] job {env.job_id}: rank {env.global_rank}/{env.num_tasks} (node "
+            f"{env.node}/{env.num_nodes}, "
+            f"local rank {env.local_rank}) on {host}{restart}: "
+            + (f"resuming from {resume}" if resume else "starting from the beginning"),
+            file=sys.stderr,
+            flush=True,
+        )
         if env.global_rank == 0:
             self._record_attempt(env, resume)
 
@@ -96,18 +101,24 @@ class TrainingJob:
                 raise
             # The CLI printed why (a bad value, a missing dataset) above; make it a failure that
             # submitit records, so the launcher can point at this log.
-            raise RuntimeError(f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above "
-                               f"in this log") from None
+            raise RuntimeError(
+                f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above in this log"
+            ) from None
         except Preempted as stop:
             _close_wandb_run()
             if PREEMPTION.requeue_requested:
-                print(f"[shufflenet-pl] rank {env.global_rank}: stopped at global step {stop.global_step} "
-                      f"for requeue", file=sys.stderr, flush=True)
+                print(
+                    f"[shufflenet-pl] rank {env.global_rank}: stopped at global step {stop.global_step} for requeue",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 PREEMPTION.hand_over()  # rank 0: submitit calls checkpoint(), requeues and exits
                 sys.exit(0)  # other ranks: leave; SLURM (or the local controller) restarts all of them
             # SIGTERM alone (scancel; preemption without a user signal, which SLURM requeues itself).
-            raise RuntimeError(f"stopped by SIGTERM at global step {stop.global_step} with {stop.checkpoint} saved; "
-                               f"continue with: python launch.py --resume {self.folder}") from None
+            raise RuntimeError(
+                f"stopped by SIGTERM at global step {stop.global_step} with {stop.checkpoint} saved; "
+                f"continue with: python launch.py --resume {self.folder}"
+            ) from None
         except Exception as err:
             if self._requeue_after_lost_peer(env, err):
                 sys.exit(1)  # no error result: the requeued job writes this rank's result
@@ -131,20 +142,38 @@ class TrainingJob:
         record = read_json(folder / "launch.json")
         failures: List[Dict[str, Any]] = record.setdefault("failures", [])
         if len(failures) >= self.max_failures:
-            print(f"[shufflenet-pl] rank {env.global_rank}: a peer was lost and the job already failed "
-                  f"{len(failures)} time(s) (--max-failures {self.max_failures}): not requeued", file=sys.stderr, flush=True)
+            print(
+                f"[shufflenet-pl] rank {env.global_rank}: a peer was lost and the job already failed "
+                f"{len(failures)} time(s) (--max-failures {self.max_failures}): not requeued",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
-        failures.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job_id": job_id, "restart": int(restart),
-                         "seen_by_rank": env.global_rank, "error": f"{type(err).__name__}: {err}".splitlines()[0][:300]})
+        failures.append(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "job_id": job_id,
+                "restart": int(restart),
+                "seen_by_rank": env.global_rank,
+                "error": f"{type(err).__name__}: {err}".splitlines()[0][:300],
+            }
+        )
         write_json_atomic(folder / "launch.json", record)
-        print(f"[shufflenet-pl] rank {env.global_rank}: a peer was lost ({type(err).__name__}); requeueing job {job_id} "
-              f"(failure {len(failures)} of at most {self.max_failures}); it resumes from the newest checkpoint",
-              file=sys.stderr, flush=True)
+        print(
+            f"[shufflenet-pl] rank {env.global_rank}: a peer was lost ({type(err).__name__}); requeueing job {job_id} "
+            f"(failure {len(failures)} of at most {self.max_failures}); it resumes from the newest checkpoint",
+            file=sys.stderr,
+            flush=True,
+        )
         import subprocess
 
         result = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
-            print(f"[shufflenet-pl] scontrol requeue {job_id} failed: {result.stderr.strip()}", file=sys.stderr, flush=True)
+            print(
+                f"[shufflenet-pl] scontrol requeue {job_id} failed: {result.stderr.strip()}",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         return True
 
@@ -152,13 +181,18 @@ class TrainingJob:
         """``last.ckpt``; if a kill cut it short, the newest complete checkpoint of the folder."""
         candidates = [self.checkpoint_path] + sorted(
             (p for p in self.checkpoint_path.parent.glob("*.ckpt") if p != self.checkpoint_path),
-            key=lambda p: p.stat().st_mtime, reverse=True,
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
         )
         for candidate in candidates:
             if _is_complete_checkpoint(candidate):
                 return candidate
             if candidate.exists():
-                print(f"[shufflenet-pl] skipping {candidate}: incomplete (killed while writing?)", file=sys.stderr, flush=True)
+                print(
+                    f"[shufflenet-pl] skipping {candidate}: incomplete (killed while writing?)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         return None
 
     def checkpoint(self) -> Any:
@@ -166,7 +200,8 @@ class TrainingJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(
-            TrainingJob(self.folder, self.wandb_run_id, self.executor, self.max_failures))
+            TrainingJob(self.folder, self.wandb_run_id, self.executor, self.max_failures)
+        )
 
     def _export_environment(self, env: Any) -> None:
         """Environment shared by all ranks: the W&B run and job folder contract, and (local executor)
@@ -194,10 +229,15 @@ class TrainingJob:
         path = Path(self.folder) / "launch.json"
         record = read_json(path)
         attempts: List[Dict[str, Any]] = record.setdefault("attempts", [])
-        attempts.append({
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job_id": env.job_id, "restart": len(attempts),
-            "hosts": list(env.hostnames), "resumed_from": str(resume) if resume else None,
-        })
+        attempts.append(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "job_id": env.job_id,
+                "restart": len(attempts),
+                "hosts": list(env.hostnames),
+                "resumed_from": str(resume) if resume else None,
+            }
+        )
         write_json_atomic(path, record)
 
     def _result(self, trainer: Any, global_rank: int) -> Dict[str, Any]:
@@ -221,8 +261,16 @@ class TrainingJob:
 
 
 #: What gloo/NCCL/the TCP store say when the process at the other end is gone.
-_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "connection closed",
-              "NCCL communicator was aborted", "Socket Timeout", "recvValue failed", "Connection refused")
+_LOST_PEER = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "connection closed",
+    "NCCL communicator was aborted",
+    "Socket Timeout",
+    "recvValue failed",
+    "Connection refused",
+)
 
 
 def _is_lost_peer(err: BaseException) -> bool:
@@ -246,5 +294,8 @@ def _close_wandb_run() -> None:
         run.mark_preempting()
         run.finish()
     except Exception as err:  # the service is gone: what it had not written is lost, the run id is not
-        print(f"[shufflenet-pl] could not close the W&B run cleanly ({type(err).__name__}: {err})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[shufflenet-pl] could not close the W&B run cleanly ({type(err).__name__}: {err})",
+            file=sys.stderr,
+            flush=True,
+        )

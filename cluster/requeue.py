@@ -82,15 +82,20 @@ class PreemptionSignal:
         """Give the signals back to the handlers that ``install`` replaced."""
         if self.signum is not None:
             signal.signal(self.signum, self._submitit_handler if self._submitit_handler is not None else signal.SIG_DFL)
-            signal.signal(signal.SIGTERM, self._sigterm_handler if self._sigterm_handler is not None else signal.SIG_DFL)
+            signal.signal(
+                signal.SIGTERM, self._sigterm_handler if self._sigterm_handler is not None else signal.SIG_DFL
+            )
         self.signum = None
         self.received = self.requeue_requested = False
 
     def _record(self, signum: int, frame: Optional[types.FrameType]) -> None:
         if not self.received:
             # stderr is the job's log; say when the signal came, the checkpoint follows at a batch end.
-            print(f"[shufflenet-pl] got signal {signal.Signals(signum).name}: saving last.ckpt at the next batch end",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[shufflenet-pl] got signal {signal.Signals(signum).name}: saving last.ckpt at the next batch end",
+                file=sys.stderr,
+                flush=True,
+            )
         self.received = True
         if signum == self.signum:
             self.requeue_requested = True
@@ -143,11 +148,16 @@ class PreemptionCheckpoint(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._keep_sigterm_harmless()
         if PREEMPTION.installed and trainer.is_global_zero:
-            print(f"[shufflenet-pl] training from global step {trainer.global_step} (epoch {trainer.current_epoch}) "
-                  f"on {trainer.world_size} process(es)", file=sys.stderr, flush=True)
+            print(
+                f"[shufflenet-pl] training from global step {trainer.global_step} (epoch {trainer.current_epoch}) "
+                f"on {trainer.world_size} process(es)",
+                file=sys.stderr,
+                flush=True,
+            )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not PREEMPTION.installed or self.saved is not None:
             return
         # Every rank takes part in the reduction at every step, so all of them stop at the same one.
@@ -163,7 +173,9 @@ class PreemptionCheckpoint(Callback):
             print(f"[shufflenet-pl] saved {final} at global step {trainer.global_step}", file=sys.stderr, flush=True)
         return final
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         # Stop after the saved step's metrics were logged and any epoch-end work ran, before the next step.
         if self.saved is not None:
             raise Preempted(self.saved, trainer.global_step)

@@ -137,10 +137,12 @@ class Resources:
         }
         if executor == "slurm":
             # submitit owns requeue (USR2 + checkpoint()); Lightning's own (USR1) must stay off.
-            settings["plugins"] = [{
-                "class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment",
-                "init_args": {"auto_requeue": False},
-            }]
+            settings["plugins"] = [
+                {
+                    "class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment",
+                    "init_args": {"auto_requeue": False},
+                }
+            ]
         elif self.processes > 1:
             # submitit's local executor starts the processes; Lightning joins them (LOCAL_RANK, MASTER_*).
             settings["plugins"] = [{"class_path": "lightning.pytorch.plugins.environments.LightningEnvironment"}]
@@ -160,8 +162,13 @@ class Resources:
         if not self.cpu:
             params["gpus_per_node"] = f"{self.gpu_type}:{self.gpus}" if self.gpu_type else self.gpus
         optional = {
-            "partition": self.partition, "account": self.account, "qos": self.qos, "constraint": self.constraint,
-            "mem": self.mem, "cpus_per_task": self.cpus_per_task, "mail_user": self.mail,
+            "partition": self.partition,
+            "account": self.account,
+            "qos": self.qos,
+            "constraint": self.constraint,
+            "mem": self.mem,
+            "cpus_per_task": self.cpus_per_task,
+            "mail_user": self.mail,
         }
         params.update({key: value for key, value in optional.items() if value is not None})
         if self.mail:
@@ -189,14 +196,18 @@ def load_preset(name_or_path: str) -> Dict[str, Any]:
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"--preset {name_or_path!r}: no file {path}; presets here: {', '.join(list_presets()) or 'none'}")
+        raise ValueError(
+            f"--preset {name_or_path!r}: no file {path}; presets here: {', '.join(list_presets()) or 'none'}"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"preset {path}: expected a mapping of option: value")
     preset = {str(key).replace("-", "_"): value for key, value in data.items()}
     unknown = sorted(set(preset) - _FIELDS - {"cluster"})
     if unknown:
-        raise ValueError(f"preset {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS | {'cluster'}))}")
+        raise ValueError(
+            f"preset {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS | {'cluster'}))}"
+        )
     return preset
 
 
@@ -267,8 +278,11 @@ def check_partition(resources: Resources, timeout_s: float = 15) -> Dict[str, An
         if len(fitting) < resources.nodes:
             most = max(n["gpus"] for n in members)
             kind = f" {resources.gpu_type}" if resources.gpu_type else ""
-            hint = ("it has no GPUs: pick a GPU --partition, or --cpu for a CPU job" if most == 0
-                    else f"use --gpus <= {most} and more --nodes")
+            hint = (
+                "it has no GPUs: pick a GPU --partition, or --cpu for a CPU job"
+                if most == 0
+                else f"use --gpus <= {most} and more --nodes"
+            )
             raise ValueError(
                 f"--gpus {resources.gpus}: partition {name!r} has {len(fitting)} node(s) with {resources.gpus}"
                 f"{kind} GPUs or more (need {resources.nodes}; nodes have at most {most}); {hint}"

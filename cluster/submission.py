@@ -43,8 +43,19 @@ DEFAULT_CONFIG = REPO / "configs" / "experiment" / "demo.yaml"
 DEFAULT_CHECKPOINT_MINUTES = 10.0
 #: Time limit when neither --time nor the partition gives one.
 FALLBACK_TIME_MIN = 24 * 60
-_TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
-                    "DEADLINE", "PREEMPTED_FINAL", "SPECIAL_EXIT", "REVOKED"}
+_TERMINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED_FINAL",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 
 
 class LaunchError(Exception):
@@ -82,14 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     where = parser.add_argument_group("where")
-    where.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
-                       help="auto: SLURM when sbatch is on the PATH and the controller answers, else this machine")
+    where.add_argument(
+        "--cluster",
+        choices=("auto", "slurm", "local"),
+        default="auto",
+        help="auto: SLURM when sbatch is on the PATH and the controller answers, else this machine",
+    )
     where.add_argument("--preset", help="defaults for these options from cluster/<NAME>.yaml (or a YAML file)")
     size = parser.add_argument_group("size (the Trainer's num_nodes/devices/strategy follow)")
     size.add_argument("--nodes", type=int, help="nodes (default 1)")
     size.add_argument("--gpus", type=int, help="GPUs per node = processes per node (default 1)")
-    size.add_argument("--cpu", action="store_true", default=None,
-                      help="CPU job: --gpus counts CPU processes per node (gloo); automatic here without CUDA")
+    size.add_argument(
+        "--cpu",
+        action="store_true",
+        default=None,
+        help="CPU job: --gpus counts CPU processes per node (gloo); automatic here without CUDA",
+    )
     slurm = parser.add_argument_group("SLURM")
     slurm.add_argument("--partition")
     slurm.add_argument("--account")
@@ -103,24 +122,42 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--mail", help="e-mail for SLURM notifications")
     slurm.add_argument("--mail-type", help="when to mail (default END,FAIL)")
     slurm.add_argument("--job-name", help="SLURM job name, also the job folder's prefix (default shufflenet-pl)")
-    slurm.add_argument("--signal-delay", type=int, dest="signal_delay", metavar="SECONDS",
-                       help="seconds before the time limit for the checkpoint signal (default 120)")
+    slurm.add_argument(
+        "--signal-delay",
+        type=int,
+        dest="signal_delay",
+        metavar="SECONDS",
+        help="seconds before the time limit for the checkpoint signal (default 120)",
+    )
     slurm.add_argument("--max-timeouts", type=int, help="requeues after reaching the time limit (default 3)")
-    slurm.add_argument("--max-failures", type=int,
-                       help="automatic requeues when a rank dies (node failure, killed process; default 3)")
+    slurm.add_argument(
+        "--max-failures", type=int, help="automatic requeues when a rank dies (node failure, killed process; default 3)"
+    )
     slurm.add_argument("--setup", action="append", help="shell line run before the job in the sbatch script (repeat)")
     slurm.add_argument("--array-parallelism", type=int, help="sweep elements running at once (default 256)")
     job = parser.add_argument_group("job")
-    job.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                     help="one job per value (a SLURM job array); repeat for a grid; KEY 'config' adds --config files")
+    job.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="one job per value (a SLURM job array); repeat for a grid; KEY 'config' adds --config files",
+    )
     job.add_argument("--jobs-dir", default="jobs", help="where job folders go (default jobs/)")
-    job.add_argument("--resume", metavar="JOB_FOLDER",
-                     help="continue a stopped or failed job in its folder: same config, W&B run and step count, "
-                          "from its newest complete checkpoint")
+    job.add_argument(
+        "--resume",
+        metavar="JOB_FOLDER",
+        help="continue a stopped or failed job in its folder: same config, W&B run and step count, "
+        "from its newest complete checkpoint",
+    )
     job.add_argument("--dry-run", action="store_true", help="print the sbatch script (or the local plan) and exit")
     wait = job.add_mutually_exclusive_group()
-    wait.add_argument("--wait", action="store_true", default=None,
-                      help="follow rank 0's log until the job ends (the default on this machine)")
+    wait.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="follow rank 0's log until the job ends (the default on this machine)",
+    )
     wait.add_argument("--no-wait", dest="wait", action="store_false", help="submit and return (SLURM's default)")
     return parser
 
@@ -188,7 +225,9 @@ def _check_configs(training_args: List[str]) -> List[str]:
     for path in given:
         if not Path(path).is_file():
             nearby = sorted(str(p) for p in Path("configs").glob("*/*.yaml"))[:12] if Path("configs").is_dir() else []
-            raise LaunchError(f"--config {path}: no such file" + (f" (configs here: {', '.join(nearby)} ...)" if nearby else ""))
+            raise LaunchError(
+                f"--config {path}: no such file" + (f" (configs here: {', '.join(nearby)} ...)" if nearby else "")
+            )
         _check_yaml(Path(path))
     if given:
         return training_args
@@ -225,8 +264,10 @@ def resolve_config(training_args: List[str]) -> Dict[str, Any]:
             # jsonargparse prints the whole usage first; the error is what the user needs.
             lines = err.getvalue().splitlines()
             start = next((i for i, line in enumerate(lines) if line.startswith("error:")), 0)
-            raise LaunchError("the training config does not parse (`shufflenet-pl fit --help` lists the keys):\n"
-                              + "\n".join(lines[start:]).strip()) from None
+            raise LaunchError(
+                "the training config does not parse (`shufflenet-pl fit --help` lists the keys):\n"
+                + "\n".join(lines[start:]).strip()
+            ) from None
     config = yaml.safe_load(out.getvalue())
     if not isinstance(config, dict) or "trainer" not in config:
         raise LaunchError("could not resolve the training config (is shufflenet_pl installed?)")
@@ -263,15 +304,23 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
             init["enable_version_counter"] = False
             has_model_checkpoint = True
     if not has_model_checkpoint and trainer.get("enable_checkpointing") is not False:
-        callbacks.append({"class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
-                          "init_args": {"dirpath": checkpoints, "save_last": True, "enable_version_counter": False}})
+        callbacks.append(
+            {
+                "class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
+                "init_args": {"dirpath": checkpoints, "save_last": True, "enable_version_counter": False},
+            }
+        )
     timed = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("TimedCheckpoint")]
     for callback in timed:
         callback.setdefault("init_args", {})["dirpath"] = checkpoints
     if not timed and trainer.get("enable_checkpointing") is not False:
         # A lost node or a crash redoes at most this much (set TimedCheckpoint in the trainer config to change).
-        callbacks.append({"class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
-                          "init_args": {"every_minutes": DEFAULT_CHECKPOINT_MINUTES, "dirpath": checkpoints}})
+        callbacks.append(
+            {
+                "class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
+                "init_args": {"every_minutes": DEFAULT_CHECKPOINT_MINUTES, "dirpath": checkpoints},
+            }
+        )
     callbacks.append({"class_path": "cluster.requeue.PreemptionCheckpoint", "init_args": {"dirpath": checkpoints}})
     trainer["callbacks"] = callbacks
     for logger in _as_list(trainer.get("logger")):
@@ -284,8 +333,10 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
 
 def write_config(config: Dict[str, Any], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("# Resolved by launch.py; the job runs: shufflenet-pl fit --config <this file>\n"
-                   + yaml.safe_dump(config, sort_keys=False))
+    tmp.write_text(
+        "# Resolved by launch.py; the job runs: shufflenet-pl fit --config <this file>\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
     os.replace(tmp, path)
 
 
@@ -308,21 +359,26 @@ def choose_executor(cluster: str, dry_run: bool = False, nodes: int = 1) -> Tupl
             _say(f"SLURM is not reachable ({why_not}): printing the script without checking the partition")
             return "slurm", False
         if why_not:
-            raise LaunchError(f"SLURM is not reachable: {why_not}. Check that slurmctld runs and SLURM_CONF points "
-                              f"at its slurm.conf, or run here with --cluster local")
+            raise LaunchError(
+                f"SLURM is not reachable: {why_not}. Check that slurmctld runs and SLURM_CONF points "
+                f"at its slurm.conf, or run here with --cluster local"
+            )
         return "slurm", True
     if why_not is None:
         return "slurm", True
     if "not on the PATH" not in why_not:
-        _say(f"sbatch is installed but no SLURM cluster answers ({why_not}); running on this machine "
-             f"(--cluster slurm to insist)")
+        _say(
+            f"sbatch is installed but no SLURM cluster answers ({why_not}); running on this machine "
+            f"(--cluster slurm to insist)"
+        )
     return "local", False
 
 
 def _check_local(resources: Resources) -> Resources:
     if resources.nodes != 1:
-        raise LaunchError(f"--nodes {resources.nodes}: the local executor runs on this machine only; use --nodes 1 "
-                          f"or --cluster slurm")
+        raise LaunchError(
+            f"--nodes {resources.nodes}: the local executor runs on this machine only; use --nodes 1 or --cluster slurm"
+        )
     if resources.cpu:
         return resources
     import torch
@@ -353,8 +409,10 @@ def _local_executor(folder: Path, resources: Resources) -> Any:
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=resources.max_timeouts)
     minutes = resources.time_minutes or 365 * 24 * 60  # no limit unless asked for
     executor.update_parameters(
-        tasks_per_node=resources.gpus, gpus_per_node=0 if resources.cpu else resources.gpus,
-        timeout_min=minutes, signal_delay_s=min(resources.signal_delay, max(1, minutes * 60 // 2)),
+        tasks_per_node=resources.gpus,
+        gpus_per_node=0 if resources.cpu else resources.gpus,
+        timeout_min=minutes,
+        signal_delay_s=min(resources.signal_delay, max(1, minutes * 60 // 2)),
     )
     return executor
 
@@ -454,7 +512,9 @@ def _raise_if_failed(job: Any) -> None:
         outcome, payload = pickle_load(path)
         if outcome == "error":
             reason = str(payload).strip().splitlines()[-1]
-            failed.append((1, path.stat().st_mtime, rank, reason + (f" ({srun_errors[rank]})" if rank in srun_errors else "")))
+            failed.append(
+                (1, path.stat().st_mtime, rank, reason + (f" ({srun_errors[rank]})" if rank in srun_errors else ""))
+            )
     if not failed:
         return
     failed.sort()
@@ -489,8 +549,14 @@ def _wandb_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _launch_record(args: argparse.Namespace, resources: Resources, executor: str, folder: Path,
-                   choices: Sequence[Tuple[str, str]], run_id: str) -> Dict[str, Any]:
+def _launch_record(
+    args: argparse.Namespace,
+    resources: Resources,
+    executor: str,
+    folder: Path,
+    choices: Sequence[Tuple[str, str]],
+    run_id: str,
+) -> Dict[str, Any]:
     return {
         "folder": str(folder),
         "config": str(folder / "config.yaml"),
@@ -523,7 +589,9 @@ def launch(argv: Sequence[str]) -> int:
     args, resources, training_args = parse_args(argv)
     if args.resume:
         if training_args or args.sweep:
-            raise LaunchError(f"--resume runs the job's own config.yaml; remove {' '.join(training_args or ['--sweep'])}")
+            raise LaunchError(
+                f"--resume runs the job's own config.yaml; remove {' '.join(training_args or ['--sweep'])}"
+            )
         return resume(args)
     training_args = _check_configs(training_args)
     elements = parse_sweeps(args.sweep)
@@ -543,9 +611,11 @@ def launch(argv: Sequence[str]) -> int:
     if executor == "slurm":
         resources = choose_cpus_per_task(resources, partition_info.get("cpus_per_node"))
     kind = "CPU process(es)" if resources.cpu else "GPU(s)"
-    _say(f"{executor}: {resources.nodes} node(s) x {resources.gpus} {kind} = world size {resources.processes}"
-         + (f", partition {resources.partition or '(the default)'}, {time_min} min" if executor == "slurm" else "")
-         + (f", {len(elements)} jobs" if len(elements) > 1 else ""))
+    _say(
+        f"{executor}: {resources.nodes} node(s) x {resources.gpus} {kind} = world size {resources.processes}"
+        + (f", partition {resources.partition or '(the default)'}, {time_min} min" if executor == "slurm" else "")
+        + (f", {len(elements)} jobs" if len(elements) > 1 else "")
+    )
 
     if args.dry_run:
         return _dry_run(args, resources, executor, configs, time_min)
@@ -587,13 +657,17 @@ def check_batch(config: Dict[str, Any], resources: Resources) -> None:
         return
     processes = resources.processes
     if batch % processes:
-        raise LaunchError(f"data.batch_size={batch} (global) does not divide over {processes} processes "
-                          f"({resources.nodes} node(s) x {resources.gpus}); use a multiple of {processes}, "
-                          f"e.g. {max(1, batch // processes) * processes}")
+        raise LaunchError(
+            f"data.batch_size={batch} (global) does not divide over {processes} processes "
+            f"({resources.nodes} node(s) x {resources.gpus}); use a multiple of {processes}, "
+            f"e.g. {max(1, batch // processes) * processes}"
+        )
     if batch // processes < SMALL_PER_PROCESS_BATCH:
-        _say(f"warning: data.batch_size={batch} (global) over {processes} processes is {batch // processes} "
-             f"image(s) per process: BatchNorm statistics over so few images are noise; use "
-             f"--data.init_args.batch_size {SMALL_PER_PROCESS_BATCH * processes} or more (or fewer processes)")
+        _say(
+            f"warning: data.batch_size={batch} (global) over {processes} processes is {batch // processes} "
+            f"image(s) per process: BatchNorm statistics over so few images are noise; use "
+            f"--data.init_args.batch_size {SMALL_PER_PROCESS_BATCH * processes} or more (or fewer processes)"
+        )
 
 
 def choose_cpus_per_task(resources: Resources, cpus_per_node: Optional[int]) -> Resources:
@@ -603,11 +677,15 @@ def choose_cpus_per_task(resources: Resources, cpus_per_node: Optional[int]) -> 
         _say(f"cpus-per-task: {resources.cpus_per_task} (given)")
     elif cpus_per_node:
         resources.cpus_per_task = max(1, cpus_per_node // resources.gpus)
-        _say(f"cpus-per-task: {resources.cpus_per_task} (the node's {cpus_per_node} CPUs / {resources.gpus} "
-             f"process(es) per node; --cpus-per-task to change)")
+        _say(
+            f"cpus-per-task: {resources.cpus_per_task} (the node's {cpus_per_node} CPUs / {resources.gpus} "
+            f"process(es) per node; --cpus-per-task to change)"
+        )
     else:
-        _say("cpus-per-task: not set (SLURM did not say how many CPUs a node has; SLURM's default is 1 per "
-             "process: give --cpus-per-task)")
+        _say(
+            "cpus-per-task: not set (SLURM did not say how many CPUs a node has; SLURM's default is 1 per "
+            "process: give --cpus-per-task)"
+        )
     return resources
 
 
@@ -617,19 +695,23 @@ def resume(args: argparse.Namespace) -> int:
     folder = Path(args.resume).resolve()
     record = read_json(folder / "launch.json")
     if not record or not (folder / "config.yaml").is_file():
-        raise LaunchError(f"--resume {args.resume}: not a job folder (it needs launch.json and config.yaml, as "
-                          f"launch.py writes them)")
+        raise LaunchError(
+            f"--resume {args.resume}: not a job folder (it needs launch.json and config.yaml, as launch.py writes them)"
+        )
     if (folder / "result.json").is_file():
-        raise LaunchError(f"--resume {args.resume}: the job finished (result.json); raise trainer.max_epochs in a "
-                          f"new job instead")
+        raise LaunchError(
+            f"--resume {args.resume}: the job finished (result.json); raise trainer.max_epochs in a new job instead"
+        )
     executor = record["executor"]
     resources = Resources(**record["resources"])
     if args.max_failures is not None:
         resources.max_failures = args.max_failures
     job = TrainingJob(str(folder), record["wandb_run_id"], executor, resources.max_failures)
     checkpoint = job._resume_checkpoint()
-    _say(f"resuming {folder} (W&B run {record['wandb_run_id']}) "
-         + (f"from {checkpoint}" if checkpoint else "from the beginning: it has no complete checkpoint yet"))
+    _say(
+        f"resuming {folder} (W&B run {record['wandb_run_id']}) "
+        + (f"from {checkpoint}" if checkpoint else "from the beginning: it has no complete checkpoint yet")
+    )
     if executor == "local":
         return _run_local(_check_local(resources), [(folder, job)])
     why_not = slurm_available()
@@ -637,8 +719,10 @@ def resume(args: argparse.Namespace) -> int:
         raise LaunchError(f"--resume {args.resume}: the job ran on SLURM, which is not reachable: {why_not}")
     state = _slurm_state(str(record.get("job_id") or ""))
     if state in _ACTIVE_STATES:
-        raise LaunchError(f"--resume {args.resume}: its job {record['job_id']} is still {state}; it continues by "
-                          f"itself (scancel {record['job_id']} first to restart it)")
+        raise LaunchError(
+            f"--resume {args.resume}: its job {record['job_id']} is still {state}; it continues by "
+            f"itself (scancel {record['job_id']} first to restart it)"
+        )
     time_min = resources.time_minutes or check_partition(resources).get("time_limit_min") or FALLBACK_TIME_MIN
     return _submit_slurm(args, resources, folder, [(folder, job)], time_min)
 
@@ -667,8 +751,13 @@ def _record_job_id(folder: Path, job_id: str, array_index: Optional[int]) -> Non
     write_json_atomic(folder / "launch.json", record)
 
 
-def _submit_slurm(args: argparse.Namespace, resources: Resources, root: Path,
-                  jobs_to_submit: List[Tuple[Path, TrainingJob]], time_min: int) -> int:
+def _submit_slurm(
+    args: argparse.Namespace,
+    resources: Resources,
+    root: Path,
+    jobs_to_submit: List[Tuple[Path, TrainingJob]],
+    time_min: int,
+) -> int:
     array = len(jobs_to_submit) > 1
     log_folder = root / "logs" / "%j" if array else root / "logs"
     executor = _slurm_executor(log_folder, resources, time_min)
@@ -689,7 +778,7 @@ def _submit_slurm(args: argparse.Namespace, resources: Resources, root: Path,
     job_id = first.job_id.split("_")[0]
     _say(f"submitted {'array ' if array else ''}job {job_id} ({len(jobs)} job(s))")
     _say(f"folder: {root}")
-    log = (jobs_to_submit[0][0] / "logs" / f"{first.job_id}_0_log.err")
+    log = jobs_to_submit[0][0] / "logs" / f"{first.job_id}_0_log.err"
     _say(f"follow: tail -f {log}    status: squeue -j {job_id}    cancel: scancel {job_id}")
     if not args.wait:
         return 0
@@ -731,20 +820,30 @@ def _summary(folder: Path) -> str:
         return f"see {folder}"
     metrics = result.get("metrics", {})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val/"))
-    return (f"{result.get('global_step')} steps on {result.get('world_size')} process(es)"
-            + (f", {shown}" if shown else "") + f"; checkpoints in {folder / 'checkpoints'}")
+    return (
+        f"{result.get('global_step')} steps on {result.get('world_size')} process(es)"
+        + (f", {shown}" if shown else "")
+        + f"; checkpoints in {folder / 'checkpoints'}"
+    )
 
 
-def _dry_run(args: argparse.Namespace, resources: Resources, executor: str,
-             configs: List[Tuple[List[Tuple[str, str]], Dict[str, Any]]], time_min: int) -> int:
+def _dry_run(
+    args: argparse.Namespace,
+    resources: Resources,
+    executor: str,
+    configs: List[Tuple[List[Tuple[str, str]], Dict[str, Any]]],
+    time_min: int,
+) -> int:
     root = Path(args.jobs_dir).resolve() / f"{resources.job_name}-<time>"
     for index, (choices, resolved) in enumerate(configs):
         folder = root if len(configs) == 1 else root / f"{index:02d}-{_label(choices)}"
         config = apply_job_settings(resolved, resources, executor, folder)
         trainer = config["trainer"]
-        _say(f"job {index}: {folder}: trainer num_nodes={trainer['num_nodes']} devices={trainer['devices']} "
-             f"accelerator={trainer['accelerator']} strategy={trainer['strategy']}"
-             + (f", sweep {dict(choices)}" if choices else ""))
+        _say(
+            f"job {index}: {folder}: trainer num_nodes={trainer['num_nodes']} devices={trainer['devices']} "
+            f"accelerator={trainer['accelerator']} strategy={trainer['strategy']}"
+            + (f", sweep {dict(choices)}" if choices else "")
+        )
     if executor == "slurm":
         folder = root / "logs" / "%j" if len(configs) > 1 else root / "logs"
         slurm = _slurm_executor(folder, resources, time_min, script_only=True)
@@ -752,8 +851,10 @@ def _dry_run(args: argparse.Namespace, resources: Resources, executor: str,
             slurm.parameters["map_count"] = len(configs)
         print(slurm._make_submission_file_text(slurm._submitit_command_str, "dry-run"))
     else:
-        _say(f"local: {resources.gpus} process(es) of `{shlex.quote(sys.executable)} -m submitit.core._submit "
-             f"{root}/logs` on this machine")
+        _say(
+            f"local: {resources.gpus} process(es) of `{shlex.quote(sys.executable)} -m submitit.core._submit "
+            f"{root}/logs` on this machine"
+        )
     _say("dry run: nothing was submitted")
     return 0
 

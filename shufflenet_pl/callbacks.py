@@ -16,8 +16,15 @@ from lightning.pytorch.loggers import WandbLogger
 
 from .tracking import metrics as keys
 
-__all__ = ["ModelCheckpoint", "PredictionWriter", "ProgressiveResizing", "ThroughputMonitor", "TimedCheckpoint",
-           "checkpoint_dir", "save_last_checkpoint"]
+__all__ = [
+    "ModelCheckpoint",
+    "PredictionWriter",
+    "ProgressiveResizing",
+    "ThroughputMonitor",
+    "TimedCheckpoint",
+    "checkpoint_dir",
+    "save_last_checkpoint",
+]
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -39,7 +46,11 @@ class ModelCheckpoint(_LightningModelCheckpoint):
             self._refresh_last(trainer)
 
     def _refresh_last(self, trainer: L.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) and self._last_global_step_saved != trainer.global_step:
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
@@ -60,8 +71,12 @@ def save_last_checkpoint(trainer: L.Trainer, directory: Path) -> Path:
     # The saved ModelCheckpoint state must call this file "last", or after a restart it would write
     # last-v1.ckpt next to it instead of replacing it.
     for callback in trainer.checkpoint_callbacks:
-        if (isinstance(callback, _LightningModelCheckpoint) and callback.save_last and callback.dirpath
-                and Path(callback.dirpath).resolve() == directory.resolve()):
+        if (
+            isinstance(callback, _LightningModelCheckpoint)
+            and callback.save_last
+            and callback.dirpath
+            and Path(callback.dirpath).resolve() == directory.resolve()
+        ):
             callback.last_model_path = str(final)
     partial = directory / (final.name + ".tmp")
     trainer.save_checkpoint(partial)
@@ -91,8 +106,9 @@ class TimedCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_save = time.monotonic()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         due = time.monotonic() - self._last_save >= self.every_minutes * 60
         # One small all-reduce per step: every rank saves at the same step or none does.
         if not trainer.strategy.reduce_boolean_decision(due, all=False):
@@ -100,8 +116,11 @@ class TimedCheckpoint(L.Callback):
         path = save_last_checkpoint(trainer, checkpoint_dir(trainer, self.dirpath))
         self._last_save = time.monotonic()
         if trainer.is_global_zero:
-            print(f"[shufflenet-pl] saved {path} at global step {trainer.global_step} (every {self.every_minutes:g} min)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[shufflenet-pl] saved {path} at global step {trainer.global_step} (every {self.every_minutes:g} min)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -117,8 +136,9 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.path: Optional[Path] = None
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any]) -> None:
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
+    ) -> None:
         out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         rank_suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
@@ -137,7 +157,9 @@ class PredictionWriter(BasePredictionWriter):
             writer.writerow(["index", "path", "top1", "top1_prob", "topk", "topk_probs"])
             for index, (names, probs) in enumerate(rows):
                 path = samples[index] if trainer.world_size == 1 and index < len(samples) else ""
-                writer.writerow([index, path, names[0], f"{probs[0]:.5f}", " ".join(names), " ".join(f"{p:.5f}" for p in probs)])
+                writer.writerow(
+                    [index, path, names[0], f"{probs[0]:.5f}", " ".join(names), " ".join(f"{p:.5f}" for p in probs)]
+                )
         tmp.replace(self.path)
         print(f"wrote {len(rows)} predictions to {self.path}")
 
@@ -150,8 +172,10 @@ def _batch_size(batch: Any) -> int:
         return _batch_size(batch[0])
     if isinstance(batch, Mapping) and batch:
         return _batch_size(next(iter(batch.values())))
-    raise ValueError(f"ThroughputMonitor: cannot tell the batch size of a {type(batch).__name__}; "
-                     "batches must be tensors or (nested) tuples, lists or dicts of them")
+    raise ValueError(
+        f"ThroughputMonitor: cannot tell the batch size of a {type(batch).__name__}; "
+        "batches must be tensors or (nested) tuples, lists or dicts of them"
+    )
 
 
 def _peak_host_memory_gb() -> float:
@@ -234,14 +258,17 @@ class ThroughputMonitor(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._anchor = time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         if self._anchor is None:
             self._anchor = now
         self._wait = now - self._anchor
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         log_now = self._should_log(trainer)
         if log_now or trainer.is_last_batch:
             self._synchronize(pl_module)  # queued GPU work belongs to this step
@@ -255,8 +282,9 @@ class ThroughputMonitor(L.Callback):
         if log_now:
             metrics = self._flush(trainer, pl_module)
             if metrics and self.progress_bar:
-                pl_module.log("images/s", metrics[keys.IMAGES_PER_SEC], prog_bar=True, logger=False,
-                              on_step=True, on_epoch=False)
+                pl_module.log(
+                    "images/s", metrics[keys.IMAGES_PER_SEC], prog_bar=True, logger=False, on_step=True, on_epoch=False
+                )
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
@@ -278,10 +306,18 @@ class ThroughputMonitor(L.Callback):
         cuda = pl_module.device.type == "cuda"
         device_peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**30 if cuda else 0.0
         local = torch.tensor(
-            [self._window_images, self._window_time, self._window_wait, self._window_steps,
-             self._window_images / max(self._window_time, 1e-12), device_peak, _peak_host_memory_gb()],
+            [
+                self._window_images,
+                self._window_time,
+                self._window_wait,
+                self._window_steps,
+                self._window_images / max(self._window_time, 1e-12),
+                device_peak,
+                _peak_host_memory_gb(),
+            ],
             # NCCL reduces CUDA tensors only; elsewhere the CPU (float64 exists on neither MPS nor every backend).
-            dtype=torch.float64, device=pl_module.device if cuda else torch.device("cpu"),
+            dtype=torch.float64,
+            device=pl_module.device if cuda else torch.device("cpu"),
         )
         gathered = trainer.strategy.all_gather(local).reshape(-1, local.numel()).cpu()
         images, step_time, wait, steps, per_device, device_peak, host_peak = gathered.T
@@ -321,8 +357,9 @@ class ProgressiveResizing(L.Callback):
         multiple: resolutions on the ramp are multiples of this.
     """
 
-    def __init__(self, min_res: int = 160, max_res: int = 192, end_ramp: int = 13, start_ramp: int = 11,
-                 multiple: int = 32) -> None:
+    def __init__(
+        self, min_res: int = 160, max_res: int = 192, end_ramp: int = 13, start_ramp: int = 11, multiple: int = 32
+    ) -> None:
         from .schedules import progressive_resolution
 
         progressive_resolution(0, min_res, max_res, end_ramp, start_ramp, multiple)  # validates the arguments
@@ -351,15 +388,22 @@ class ProgressiveResizing(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A compiled step keeps one static graph per resolution; torch recompiles a function at most
         # recompile_limit times, after which it silently falls back to eager.
-        if not getattr(pl_module, "hparams", {}).get("compile", False) or not trainer.max_epochs or trainer.max_epochs < 0:
+        if (
+            not getattr(pl_module, "hparams", {}).get("compile", False)
+            or not trainer.max_epochs
+            or trainer.max_epochs < 0
+        ):
             return
         import torch._dynamo
 
         limit = getattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.cache_size_limit)
         resolutions = self.training_resolutions(trainer.max_epochs)
         if len(resolutions) > limit:
-            raise ValueError(f"ProgressiveResizing: {len(resolutions)} training resolutions ({resolutions[0]}..{resolutions[-1]}) "
-                             f"need one compiled graph each, more than torch's limit of {limit}; raise `multiple` or narrow min_res..max_res")
+            raise ValueError(
+                f"ProgressiveResizing: {len(resolutions)} training resolutions ({resolutions[0]}..{resolutions[-1]}) "
+                f"need one compiled graph each, more than torch's limit of {limit}; raise `multiple` or "
+                "narrow min_res..max_res"
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._apply(trainer)

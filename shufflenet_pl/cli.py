@@ -10,7 +10,8 @@ from typing import Any, Callable, List, Optional
 
 from .tools import TOOLS
 
-__all__ = ["ShuffleNetCLI", "TOOLS", "build_cli", "main"]
+__all__ = ["TOOLS", "build_cli", "main"]  # ShuffleNetCLI: lazily, through __getattr__
+
 
 def build_cli(args: Optional[List[str]] = None, run: bool = True) -> Any:
     """The Lightning CLI (:class:`~shufflenet_pl.lightning_cli.ShuffleNetCLI`) over ``args``

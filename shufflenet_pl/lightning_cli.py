@@ -76,7 +76,10 @@ class ShuffleNetCLI(LightningCLI):
         )
         # The data decides the class count; the classifier head follows it so they cannot disagree.
         parser.link_arguments(
-            "data", "model.model.init_args.num_classes", compute_fn=lambda data: data.num_classes, apply_on="instantiate"
+            "data",
+            "model.model.init_args.num_classes",
+            compute_fn=lambda data: data.num_classes,
+            apply_on="instantiate",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -94,8 +97,11 @@ class ShuffleNetCLI(LightningCLI):
             self.parser.exit(2, f"error: {_input_error(err)}\n")
         requested, found = self._requested_num_classes, getattr(self.datamodule, "num_classes", None)
         if requested is not None and found is not None and requested != found:
-            self.parser.exit(2, f"error: model.model.init_args.num_classes={requested}, but the data has {found} classes; "
-                                f"the data decides the class count: leave num_classes out (or set data.num_classes)\n")
+            self.parser.exit(
+                2,
+                f"error: model.model.init_args.num_classes={requested}, but the data has {found} classes; "
+                f"the data decides the class count: leave num_classes out (or set data.num_classes)\n",
+            )
         apply_cli_defaults(self.trainer, self.subcommand)
         make_trainer_quiet(self.trainer)
         weights = self._get(self.config, "weights")

@@ -173,8 +173,10 @@ class ImageClassifier(L.LightningModule):
         """
         mode = self.hparams.compile_mode
         if mode in _CUDA_GRAPH_MODES and device.type != "cuda":
-            raise ValueError(f"model.compile_mode={mode!r} captures CUDA graphs and needs a CUDA device "
-                             f"(this run trains on {device.type}); use model.compile_mode=default")
+            raise ValueError(
+                f"model.compile_mode={mode!r} captures CUDA graphs and needs a CUDA device "
+                f"(this run trains on {device.type}); use model.compile_mode=default"
+            )
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Before Lightning loads the weights: a checkpoint of another width or class count is
@@ -240,9 +242,17 @@ class ImageClassifier(L.LightningModule):
         impl = hp.optimizer_impl
         if impl == "auto":
             impl = "fused" if device_type == "cuda" else "default"
-        flags: Dict[str, Any] = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}.get(impl, {})
+        flags: Dict[str, Any] = {
+            "fused": {"fused": True},
+            "foreach": {"foreach": True},
+            "for-loop": {"foreach": False},
+        }.get(impl, {})
         return torch.optim.SGD(
-            split_weight_decay_params(self.model, hp.weight_decay), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, **flags
+            split_weight_decay_params(self.model, hp.weight_decay),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            **flags,
         )
 
     def configure_optimizers(self) -> Dict[str, Any]:

@@ -47,8 +47,11 @@ def silence_third_party_noise() -> None:
     """Install the warning and logging filters (idempotent)."""
     for message in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning_utilities.core.rank_zero"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages())
@@ -58,15 +61,30 @@ class ConciseModelSummary(ModelSummary):
     """Lightning's summary, without FLOPs when none were counted."""
 
     @staticmethod
-    def summarize(summary_data: list, total_parameters: int, trainable_parameters: int, model_size: float,
-                  total_training_modes: Dict[str, int], total_flops: int = 0, **summarize_kwargs: Any) -> None:
+    def summarize(
+        summary_data: list,
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: Dict[str, int],
+        total_flops: int = 0,
+        **summarize_kwargs: Any,
+    ) -> None:
         if total_flops:
-            ModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
-                                   total_training_modes, total_flops, **summarize_kwargs)
+            ModelSummary.summarize(
+                summary_data,
+                total_parameters,
+                trainable_parameters,
+                model_size,
+                total_training_modes,
+                total_flops,
+                **summarize_kwargs,
+            )
             return
         columns = [column for column in summary_data if column[0] != "FLOPs"]
-        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes, 0,
-                                      *columns)
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, 0, *columns
+        )
         log.info("\n" + table.rsplit("\n", 1)[0])  # the last line is "0 Total Flops"
 
 
@@ -76,8 +94,14 @@ TRAIN_LOSS = "train/loss"
 class LogFriendlyProgressBar(TQDMProgressBar):
     """tqdm on a terminal; on a file, a plain line every ``log_every_percent`` % of each epoch."""
 
-    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False,
-                 log_every_percent: int = 10, interactive: Optional[bool] = None) -> None:
+    def __init__(
+        self,
+        refresh_rate: int = 1,
+        process_position: int = 0,
+        leave: bool = False,
+        log_every_percent: int = 10,
+        interactive: Optional[bool] = None,
+    ) -> None:
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         if not 0 < log_every_percent <= 100:
             raise ValueError(f"log_every_percent must be in (0, 100], got {log_every_percent}")
@@ -121,16 +145,18 @@ class LogFriendlyProgressBar(TQDMProgressBar):
         return metrics
 
     def _line(self, text: str, metrics: Dict[str, Any]) -> None:
-        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in metrics.items() if k != "v_num")
+        shown = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "v_num"
+        )
         print(f"{text} {shown}".rstrip(), file=sys.stdout, flush=True)
 
     def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self._epoch_started = time.monotonic()
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         total = self.total_train_batches
         if self.interactive or self.is_disabled or not math.isfinite(total):
@@ -139,8 +165,10 @@ class LogFriendlyProgressBar(TQDMProgressBar):
         every = max(1, math.ceil(total * self.log_every_percent / 100))
         if n % every == 0 or n == total:
             elapsed = time.monotonic() - self._epoch_started
-            self._line(f"Epoch {trainer.current_epoch}: {100 * n // total:3d}% {n}/{total} [{elapsed:.0f} s]",
-                       self.get_metrics(trainer, pl_module))
+            self._line(
+                f"Epoch {trainer.current_epoch}: {100 * n // total:3d}% {n}/{total} [{elapsed:.0f} s]",
+                self.get_metrics(trainer, pl_module),
+            )
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -156,6 +184,6 @@ def make_trainer_quiet(trainer: Trainer) -> None:
         if type(callback) is ModelSummary:
             trainer.callbacks[index] = ConciseModelSummary(max_depth=callback._max_depth)
         elif type(callback) is TQDMProgressBar:
-            trainer.callbacks[index] = LogFriendlyProgressBar(refresh_rate=callback.refresh_rate,
-                                                              process_position=callback.process_position,
-                                                              leave=callback._leave)
+            trainer.callbacks[index] = LogFriendlyProgressBar(
+                refresh_rate=callback.refresh_rate, process_position=callback.process_position, leave=callback._leave
+            )

@@ -10,15 +10,42 @@ __all__ = ["TOOLS", "import_weights_main", "tools_epilog"]
 # Tools besides the Lightning subcommands: name -> ("module:function", one-line help). Imported only
 # when used, so that ``shufflenet-pl fit`` does not pay for them.
 TOOLS: Dict[str, Tuple[str, str]] = {
-    "import-weights": ("shufflenet_pl.tools:import_weights_main", "check a torchvision shufflenet_v2_x*.pth and save it for --weights"),
-    "prepare-imagenet": ("shufflenet_pl.data.prepare_imagenet:prepare_imagenet_main", "sort ImageNet's flat validation folder into val/<wnid>/ (LOC_val_solution.csv or the devkit)"),
-    "convert": ("shufflenet_pl.data.convert:convert_main", "write train.beton / val.beton (FFCV) from an ImageFolder tree"),
-    "analyze": ("shufflenet_pl.analysis.cli:analyze_main", "reuse: Fig. 4 feature-reuse matrices; model: Table 5 + params, FLOPs, memory, speed"),
-    "plot": ("shufflenet_pl.tracking.plot:plot_main", "draw a run's accuracy and throughput curves to PNG (W&B offline files or metrics.csv)"),
-    "dashboard": ("shufflenet_pl.tracking.dashboard:dashboard_main", "build (and with a W&B key, save) a workspace with accuracy and throughput side by side"),
-    "bench": ("benchmarks.model_throughput:main", "time our model against torchvision's per width and setting: table, JSON, speedup and speed-vs-FLOPs PNGs"),
-    "bench-train": ("benchmarks.train_throughput:main", "training images/s end to end: fit (FFCV, ImageFolder) vs model-only vs torchvision's loop; JSON"),
-    "guidelines": ("benchmarks.guidelines:main", "the paper's Tables 1-4 (guidelines G1-G4) timed on this device: tables, JSON, PNG"),
+    "import-weights": (
+        "shufflenet_pl.tools:import_weights_main",
+        "check a torchvision shufflenet_v2_x*.pth and save it for --weights",
+    ),
+    "prepare-imagenet": (
+        "shufflenet_pl.data.prepare_imagenet:prepare_imagenet_main",
+        "sort ImageNet's flat validation folder into val/<wnid>/ (LOC_val_solution.csv or the devkit)",
+    ),
+    "convert": (
+        "shufflenet_pl.data.convert:convert_main",
+        "write train.beton / val.beton (FFCV) from an ImageFolder tree",
+    ),
+    "analyze": (
+        "shufflenet_pl.analysis.cli:analyze_main",
+        "reuse: Fig. 4 feature-reuse matrices; model: Table 5 + params, FLOPs, memory, speed",
+    ),
+    "plot": (
+        "shufflenet_pl.tracking.plot:plot_main",
+        "draw a run's accuracy and throughput curves to PNG (W&B offline files or metrics.csv)",
+    ),
+    "dashboard": (
+        "shufflenet_pl.tracking.dashboard:dashboard_main",
+        "build (and with a W&B key, save) a workspace with accuracy and throughput side by side",
+    ),
+    "bench": (
+        "benchmarks.model_throughput:main",
+        "time our model against torchvision's per width and setting: table, JSON, speedup and speed-vs-FLOPs PNGs",
+    ),
+    "bench-train": (
+        "benchmarks.train_throughput:main",
+        "training images/s end to end: fit (FFCV, ImageFolder) vs model-only vs torchvision's loop; JSON",
+    ),
+    "guidelines": (
+        "benchmarks.guidelines:main",
+        "the paper's Tables 1-4 (guidelines G1-G4) timed on this device: tables, JSON, PNG",
+    ),
 }
 
 

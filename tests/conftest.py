@@ -15,7 +15,9 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 training and 6 validation JPEGs per class of the built-in demo set."""
     from shufflenet_pl.data.demo import make_demo_dataset
 
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "demo", train_per_class=20, val_per_class=6, progress=False)
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("demo") / "demo", train_per_class=20, val_per_class=6, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -41,5 +43,10 @@ def run_cli(args: list, cwd: Path, env: dict, timeout: float = 900):  # 3x a bus
     import subprocess
 
     return subprocess.run(
-        [sys.executable, "-m", "shufflenet_pl.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "shufflenet_pl.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

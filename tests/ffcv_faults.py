@@ -66,8 +66,13 @@ class FaultyFFCVDataModule(FFCVImageNetDataModule):
     """The FFCV datamodule with ``fault`` (``raise`` or ``stall``) on validation batch ``fault_batch``
     (CPU pipelines: the op goes right after ``ToTensor``)."""
 
-    def __init__(self, fault: Literal["raise", "stall"] = "raise", fault_batch: int = 1,
-                 marker: Optional[str] = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        fault: Literal["raise", "stall"] = "raise",
+        fault_batch: int = 1,
+        marker: Optional[str] = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.fault_op = RaiseOnBatch(fault_batch) if fault == "raise" else StallOnBatch(fault_batch, marker)
 

@@ -60,7 +60,9 @@ def test_traced_count_matrix_equals_r_pow_j_c(name: str) -> None:
         assert list(counts[4, 4:12]) == [96, 48, 24, 12, 6, 3, 2, 1]
 
 
-@pytest.mark.parametrize("dtype, memory_format", [(torch.bfloat16, torch.contiguous_format), (torch.float32, torch.channels_last)])
+@pytest.mark.parametrize(
+    "dtype, memory_format", [(torch.bfloat16, torch.contiguous_format), (torch.float32, torch.channels_last)]
+)
 def test_trace_works_in_any_dtype_and_memory_format(dtype: torch.dtype, memory_format: torch.memory_format) -> None:
     model = build_model("shufflenet_v2_x0_5").to(dtype=dtype, memory_format=memory_format)
     trace = trace_reuse(model, image_size=32)
@@ -181,11 +183,24 @@ def test_distance_profile_is_one_where_weights_do_not_decay() -> None:
 def test_heatmaps_are_valid_pngs(tmp_path: Path) -> None:
     trace = trace_reuse(build_model("shufflenet_v2_x0_5"))
     counts = trace.count_matrix()
-    traced = save_heatmap(counts / np.diag(counts)[:, None], tmp_path / "traced.png", trace.labels, trace.labels,
-                          "traced", "share", annotations=counts)
+    traced = save_heatmap(
+        counts / np.diag(counts)[:, None],
+        tmp_path / "traced.png",
+        trace.labels,
+        trace.labels,
+        "traced",
+        "share",
+        annotations=counts,
+    )
     empirical = empirical_reuse(build_model("shufflenet_v2_x0_5"), trace)
-    weights = save_heatmap(empirical / np.nanmax(empirical, axis=0), tmp_path / "sub" / "empirical.png",
-                           ["stem", *trace.labels], trace.labels, "empirical", "mean |w|")
+    weights = save_heatmap(
+        empirical / np.nanmax(empirical, axis=0),
+        tmp_path / "sub" / "empirical.png",
+        ["stem", *trace.labels],
+        trace.labels,
+        "empirical",
+        "mean |w|",
+    )
     for path in (traced, weights):
         assert path.read_bytes()[:8] == PNG_SIGNATURE
         with Image.open(path) as image:
@@ -236,13 +251,27 @@ def test_activation_bytes_restores_batchnorm_statistics() -> None:
 
 
 def test_measure_throughput() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
     before = model[0].weight.clone()
     other = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     steps = []
     for mode in ("infer", "train"):
-        speeds = measure_throughput({"conv": model, "mlp": other}, batch_size=2, image_size=32, mode=mode, iterations=3,
-                                    warmup=1, progress=lambda: steps.append(1))
+        speeds = measure_throughput(
+            {"conv": model, "mlp": other},
+            batch_size=2,
+            image_size=32,
+            mode=mode,
+            iterations=3,
+            warmup=1,
+            progress=lambda: steps.append(1),
+        )
         assert sorted(speeds) == ["conv", "mlp"] and all(value > 0 for value in speeds.values())
     assert len(steps) == 2 * 2 * 3  # modes x models x iterations, taking turns
     assert not torch.equal(model[0].weight, before)  # the training steps really stepped
@@ -262,7 +291,15 @@ def test_report_table_markdown_and_csv() -> None:
     reports = build_reports(WIDTHS[:2], image_size=64, throughput_modes=[])
     markdown = format_report(reports, 64, "CPU").splitlines()
     assert len({line.count("|") for line in markdown}) == 1  # every row has every column
-    assert [cell.strip() for cell in markdown[0].split("|")[1:-1]] == ["layer", "output size", "kernel", "stride", "repeat", "0.5x", "1.0x"]
+    assert [cell.strip() for cell in markdown[0].split("|")[1:-1]] == [
+        "layer",
+        "output size",
+        "kernel",
+        "stride",
+        "repeat",
+        "0.5x",
+        "1.0x",
+    ]
     rows = list(csv.reader(io.StringIO(format_report(reports, 64, "CPU", fmt="csv"))))
     table = {row[0]: row[5:] for row in rows if row[0]}
     assert rows[0][5:] == ["0.5x", "1.0x"]
@@ -275,9 +312,32 @@ def test_analyze_model_command_prints_one_table(tmp_path: Path, capsys: pytest.C
     output = tmp_path / "report.md"
     threads = torch.get_num_threads()
     try:
-        analyze_main(["model", "--models", "0.5x", "x1_0", "--image-size", "64", "--batch-size", "2", "--iterations", "1",
-                      "--warmup", "0", "--throughput", "both", "--device", "cpu", "--threads", "1", "--clock", "process",
-                      "--output", str(output)])
+        analyze_main(
+            [
+                "model",
+                "--models",
+                "0.5x",
+                "x1_0",
+                "--image-size",
+                "64",
+                "--batch-size",
+                "2",
+                "--iterations",
+                "1",
+                "--warmup",
+                "0",
+                "--throughput",
+                "both",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--clock",
+                "process",
+                "--output",
+                str(output),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out.strip()
@@ -328,8 +388,21 @@ def test_analyze_reuse_command_end_to_end(tmp_path: Path) -> None:
     torch.save(_hand_set_model(num_classes=10).state_dict(), weights)
     out_dir = tmp_path / "analysis"
     result = subprocess.run(
-        [sys.executable, "-m", "shufflenet_pl.cli", "analyze", "reuse", "--weights", str(weights), "--out-dir", str(out_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "shufflenet_pl.cli",
+            "analyze",
+            "reuse",
+            "--weights",
+            str(weights),
+            "--out-dir",
+            str(out_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "shufflenet_v2_x0_5: channels directly connected" in result.stdout
@@ -337,13 +410,16 @@ def test_analyze_reuse_command_end_to_end(tmp_path: Path) -> None:
     assert "2.0  48  24  12   6" in result.stdout
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == [
-        "reuse_empirical_shufflenet_v2_x0_5_hand.csv", "reuse_empirical_shufflenet_v2_x0_5_hand.png",
-        "reuse_traced_shufflenet_v2_x0_5.csv", "reuse_traced_shufflenet_v2_x0_5.png",
+        "reuse_empirical_shufflenet_v2_x0_5_hand.csv",
+        "reuse_empirical_shufflenet_v2_x0_5_hand.png",
+        "reuse_traced_shufflenet_v2_x0_5.csv",
+        "reuse_traced_shufflenet_v2_x0_5.png",
     ]
     for png in out_dir.glob("*.png"):
         assert png.read_bytes()[:8] == PNG_SIGNATURE
     rows = {row[0]: row[1:] for row in csv.reader(open(out_dir / "reuse_empirical_shufflenet_v2_x0_5_hand.csv"))}
-    assert [float(v) if v else None for v in [row[3] for label, row in rows.items() if label in ("2.0", "2.1", "2.2")]] == [11.0, 13.0, 13.0]
+    assert [
+        float(v) if v else None for v in [row[3] for label, row in rows.items() if label in ("2.0", "2.1", "2.2")]
+    ] == [11.0, 13.0, 13.0]
     traced = {row[0]: row[1:] for row in csv.reader(open(out_dir / "reuse_traced_shufflenet_v2_x0_5.csv"))}
     assert traced["3.0"][4:12] == ["96", "48", "24", "12", "6", "3", "2", "1"]
-

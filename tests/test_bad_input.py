@@ -5,7 +5,6 @@ contradicts, an empty class folder, an undecodable image, a ``kill -9`` of ``con
 orientation and ``convert --quiet``. Real files throughout: FFCV ``.beton`` files, JPEGs, Lightning
 checkpoints, CLI subprocesses."""
 
-import io
 import json
 import os
 import shutil
@@ -42,10 +41,25 @@ def _tree(root: Path, classes=("a_cls", "b_cls"), per_class: int = 3) -> Path:
 
 
 def _folder_args(root: Path, batch: int = 4) -> list:
-    return ["--data", "shufflenet_pl.data.ImageFolderDataModule", "--data.init_args.root", str(root),
-            "--data.init_args.demo", "false", "--data.init_args.batch_size", str(batch), "--data.init_args.train_res", "32",
-            "--data.init_args.val_res", "32", "--data.init_args.num_workers", "0", "--no-wandb",
-            "--trainer.enable_progress_bar", "false"]
+    return [
+        "--data",
+        "shufflenet_pl.data.ImageFolderDataModule",
+        "--data.init_args.root",
+        str(root),
+        "--data.init_args.demo",
+        "false",
+        "--data.init_args.batch_size",
+        str(batch),
+        "--data.init_args.train_res",
+        "32",
+        "--data.init_args.val_res",
+        "32",
+        "--data.init_args.num_workers",
+        "0",
+        "--no-wandb",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
 
 
 def _one_line_error(result: subprocess.CompletedProcess, *parts: str) -> str:
@@ -100,72 +114,141 @@ def test_truncated_beton_is_one_line_on_the_command_line(tiny_betons: Path, cli_
     shutil.copytree(tiny_betons, root)
     beton = root / "val.beton"
     beton.write_bytes(beton.read_bytes()[: beton.stat().st_size // 2])
-    result = run_cli(["validate", "--config", DEMO, "--data.init_args.root", str(root), "--data.init_args.demo", "false",
-                      "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "1", "--no-wandb"],
-                     cwd=tmp_path, env=cli_env)
+    result = run_cli(
+        [
+            "validate",
+            "--config",
+            DEMO,
+            "--data.init_args.root",
+            str(root),
+            "--data.init_args.demo",
+            "false",
+            "--data.init_args.batch_size",
+            "2",
+            "--data.init_args.num_workers",
+            "1",
+            "--no-wandb",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(result, f"{beton} is truncated")
 
 
 # --- widths: checkpoints and --weights ----------------------------------------------------------------
 def test_state_dict_mismatch_names_both_widths() -> None:
     from shufflenet_pl.models import shufflenet_v2_x0_5, shufflenet_v2_x1_0
-    from shufflenet_pl.models.weights import load_torchvision_weights, state_dict_mismatch
+    from shufflenet_pl.models.weights import state_dict_mismatch
 
     small, large = shufflenet_v2_x0_5(num_classes=10), shufflenet_v2_x1_0(num_classes=10)
     assert state_dict_mismatch("x", small.state_dict(), shufflenet_v2_x0_5(num_classes=10)) is None
     message = state_dict_mismatch("checkpoint c.ckpt", small.state_dict(), large)
-    assert message == ("checkpoint c.ckpt does not fit the model: it holds ShuffleNet V2 0.5x (configs/model/x0_5.yaml), 10 classes, but the config "
-                       "builds ShuffleNet V2 1.0x (configs/model/x1_0.yaml), 10 classes; use the model config the "
-                       "weights were trained with")
+    assert message == (
+        "checkpoint c.ckpt does not fit the model: it holds ShuffleNet V2 0.5x (configs/model/x0_5.yaml), "
+        "10 classes, but the config "
+        "builds ShuffleNet V2 1.0x (configs/model/x1_0.yaml), 10 classes; use the model config the "
+        "weights were trained with"
+    )
     classes = state_dict_mismatch("w", shufflenet_v2_x0_5(num_classes=7).state_dict(), small)
     assert "0.5x (configs/model/x0_5.yaml), 7 classes, but the config builds ShuffleNet V2 0.5x" in classes
 
 
 @pytest.mark.slow
-def test_checkpoint_and_weights_of_another_width_or_no_file_are_one_line(demo_root: Path, cli_env: dict,
-                                                                          tmp_path: Path) -> None:
+def test_checkpoint_and_weights_of_another_width_or_no_file_are_one_line(
+    demo_root: Path, cli_env: dict, tmp_path: Path
+) -> None:
     import lightning
 
     from shufflenet_pl.models import shufflenet_v2_x0_5
 
     small = shufflenet_v2_x0_5(num_classes=10)
     ckpt = tmp_path / "small.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in small.state_dict().items()}, "epoch": 0, "global_step": 0,
-                "pytorch-lightning_version": lightning.__version__}, ckpt)
-    validate = run_cli(["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--ckpt_path", str(ckpt)],
-                       cwd=tmp_path, env=cli_env)
-    _one_line_error(validate, f"checkpoint {ckpt} does not fit the model: it holds ShuffleNet V2 0.5x", "builds ShuffleNet V2 1.0x")
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in small.state_dict().items()},
+            "epoch": 0,
+            "global_step": 0,
+            "pytorch-lightning_version": lightning.__version__,
+        },
+        ckpt,
+    )
+    validate = run_cli(
+        ["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--ckpt_path", str(ckpt)],
+        cwd=tmp_path,
+        env=cli_env,
+    )
+    _one_line_error(
+        validate, f"checkpoint {ckpt} does not fit the model: it holds ShuffleNet V2 0.5x", "builds ShuffleNet V2 1.0x"
+    )
     assert "size mismatch" not in validate.stderr
 
-    weights = run_cli(["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--weights", str(ckpt)],
-                      cwd=tmp_path, env=cli_env)
+    weights = run_cli(
+        ["validate", "--config", DEMO, "--config", X1_0, *_folder_args(demo_root), "--weights", str(ckpt)],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(weights, "--weights: weights file", "holds ShuffleNet V2 0.5x", "builds ShuffleNet V2 1.0x")
 
-    missing = run_cli(["validate", "--config", DEMO, *_folder_args(demo_root), "--weights", str(tmp_path / "none.pth")],
-                      cwd=tmp_path, env=cli_env)
+    missing = run_cli(
+        ["validate", "--config", DEMO, *_folder_args(demo_root), "--weights", str(tmp_path / "none.pth")],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(missing, f"weights file {tmp_path / 'none.pth'} does not exist")
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
-    garbage = run_cli(["validate", "--config", DEMO, *_folder_args(demo_root), "--weights", str(tmp_path / "notes.txt")],
-                      cwd=tmp_path, env=cli_env)
+    garbage = run_cli(
+        ["validate", "--config", DEMO, *_folder_args(demo_root), "--weights", str(tmp_path / "notes.txt")],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(garbage, f"{tmp_path / 'notes.txt'} is not a state-dict file")
 
 
 # --- settings the run would silently change -------------------------------------------------------
 @pytest.mark.slow
-def test_batch_that_does_not_divide_the_devices_is_refused_before_ddp_starts(demo_root: Path, cli_env: dict,
-                                                                              tmp_path: Path) -> None:
+def test_batch_that_does_not_divide_the_devices_is_refused_before_ddp_starts(
+    demo_root: Path, cli_env: dict, tmp_path: Path
+) -> None:
     started = time.monotonic()
-    result = run_cli(["fit", "--config", DEMO, *_folder_args(demo_root, batch=15), "--trainer.accelerator", "cpu",
-                      "--trainer.devices", "2", "--trainer.max_steps", "1"], cwd=tmp_path, env=cli_env)
+    result = run_cli(
+        [
+            "fit",
+            "--config",
+            DEMO,
+            *_folder_args(demo_root, batch=15),
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.max_steps",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(result, "data.batch_size=15 (global) does not divide over 2 processes", "1 node(s) x 2 device(s)")
     assert "Initializing distributed" not in result.stderr and "MEMBER" not in result.stderr
     print(f"refused in {time.monotonic() - started:.0f} s")
 
 
 @pytest.mark.slow
-def test_explicit_num_classes_that_the_data_contradicts_is_refused(demo_root: Path, cli_env: dict, tmp_path: Path) -> None:
-    result = run_cli(["fit", "--config", DEMO, *_folder_args(demo_root), "--model.model.init_args.num_classes", "5",
-                      "--trainer.max_steps", "1"], cwd=tmp_path, env=cli_env)
+def test_explicit_num_classes_that_the_data_contradicts_is_refused(
+    demo_root: Path, cli_env: dict, tmp_path: Path
+) -> None:
+    result = run_cli(
+        [
+            "fit",
+            "--config",
+            DEMO,
+            *_folder_args(demo_root),
+            "--model.model.init_args.num_classes",
+            "5",
+            "--trainer.max_steps",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+    )
     _one_line_error(result, "model.model.init_args.num_classes=5, but the data has 10 classes")
 
 
@@ -273,7 +356,9 @@ def _running(pid: int) -> bool:
 
 def _describe(pid: int) -> str:
     try:
-        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        status = dict(
+            line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line
+        )
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode()
     except OSError:
         return "gone"
@@ -287,8 +372,12 @@ def test_convert_quiet_prints_no_bars_and_stores_exif_upright(tmp_path: Path, cl
 
     root = _tree(tmp_path / "src")
     _exif_rotated(root / "train" / "a_cls" / "rotated.jpg")
-    result = run_cli(["convert", str(root), str(tmp_path / "out"), "--workers", "1", "--write-mode", "raw", "--quiet"],
-                     cwd=tmp_path, env=cli_env, timeout=600)
+    result = run_cli(
+        ["convert", str(root), str(tmp_path / "out"), "--workers", "1", "--write-mode", "raw", "--quiet"],
+        cwd=tmp_path,
+        env=cli_env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "it/s" not in result.stderr and "%|" not in result.stderr, result.stderr[-3000:]
     info = json.loads((tmp_path / "out" / "train.beton.json").read_text())
@@ -298,7 +387,9 @@ def test_convert_quiet_prints_no_bars_and_stores_exif_upright(tmp_path: Path, cl
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
-def test_kill_9_of_convert_leaves_no_writer_and_the_next_run_removes_its_temporary(tmp_path: Path, cli_env: dict) -> None:
+def test_kill_9_of_convert_leaves_no_writer_and_the_next_run_removes_its_temporary(
+    tmp_path: Path, cli_env: dict
+) -> None:
     pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
     # Enough decoding work (800 large noisy JPEGs; hard links, so making them is instant) that the writer is
     # still busy when it is killed; stored downscaled (--max-side), so the .beton stays small.
@@ -309,8 +400,21 @@ def test_kill_9_of_convert_leaves_no_writer_and_the_next_run_removes_its_tempora
         for i in range(1, 400):
             os.link(split / "a_cls" / "0.jpg", split / c / f"{i}.jpg")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "shufflenet_pl.cli", "convert", str(tmp_path / "src"), str(out), "--splits", "train",
-               "--workers", "2", "--max-side", "64", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "shufflenet_pl.cli",
+        "convert",
+        str(tmp_path / "src"),
+        str(out),
+        "--splits",
+        "train",
+        "--workers",
+        "2",
+        "--max-side",
+        "64",
+        "--quiet",
+    ]
     convert = subprocess.Popen(command, cwd=tmp_path, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     writers: List[int] = []

@@ -22,7 +22,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def test_time_interleaved_alternates_the_order() -> None:
     order: List[str] = []
-    samples = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=4, warmup=1, synchronize=lambda: None)
+    samples = time_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=4, warmup=1, synchronize=lambda: None
+    )
     assert order == ["a", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [len(v) for v in samples.values()] == [4, 4] and all(t >= 0 for v in samples.values() for t in v)
 
@@ -37,7 +39,9 @@ def test_time_interleaved_repeats_fast_calls_and_reports_time_per_call() -> None
         calls["slow"] += 1
         time.sleep(0.02)
 
-    samples = time_interleaved({"fast": fast, "slow": slow}, repeats=3, warmup=0, synchronize=lambda: None, min_sample_seconds=0.01)
+    samples = time_interleaved(
+        {"fast": fast, "slow": slow}, repeats=3, warmup=0, synchronize=lambda: None, min_sample_seconds=0.01
+    )
     assert calls["fast"] > 3 * 10 and calls["slow"] == 1 + 3  # calibration call + one per sample
     assert min(samples["slow"]) >= 0.02 and max(samples["fast"]) < 0.01
 
@@ -58,10 +62,18 @@ def test_settings_and_widths_parse() -> None:
     assert parse("fp32") == model_throughput.Setting("fp32")
     assert parse("bf16") == model_throughput.Setting("bf16", channels_last=True, bf16=True)
     assert parse("compile") == model_throughput.Setting("compile", channels_last=True, bf16=True, compile=True)
-    assert parse("compile+channels_last") == model_throughput.Setting("compile+channels_last", channels_last=True, compile=True)
+    assert parse("compile+channels_last") == model_throughput.Setting(
+        "compile+channels_last", channels_last=True, compile=True
+    )
     with pytest.raises(ValueError, match="unknown setting 'fp16' in 'fp16\\+channels_last'"):
         parse("fp16+channels_last")
-    assert [model_throughput.parse_width(w) for w in ("0.5", "1", "x1_5", "shufflenet_v2_x2_0", "1.0x")] == ["0.5x", "1.0x", "1.5x", "2.0x", "1.0x"]
+    assert [model_throughput.parse_width(w) for w in ("0.5", "1", "x1_5", "shufflenet_v2_x2_0", "1.0x")] == [
+        "0.5x",
+        "1.0x",
+        "1.5x",
+        "2.0x",
+        "1.0x",
+    ]
     with pytest.raises(ValueError, match="unknown width '3.0'"):
         model_throughput.parse_width("3.0")
 
@@ -79,7 +91,10 @@ def test_guideline_widths_are_the_papers_up_to_equal_flops_rounding() -> None:
 def test_guideline_networks_have_equal_flops_per_column(preset: str) -> None:
     for table in guidelines.build_tables(guidelines.PRESETS[preset], blocks=1, tables=(1, 2, 3)):
         for column_index, column in enumerate(table.columns):
-            flops = [count_multiply_adds(specs[column_index].build(), 8, in_channels=specs[column_index].in_channels) for _, specs in table.rows]
+            flops = [
+                count_multiply_adds(specs[column_index].build(), 8, in_channels=specs[column_index].in_channels)
+                for _, specs in table.rows
+            ]
             # Integer widths keep every row within 6 % of the first row's FLOPs; the coarsest cell is
             # 1:12 at c = 32, (9, 108), 5 % short, as in the paper.
             assert max(abs(f / flops[0] - 1) for f in flops) < 0.06, (table.number, column, flops)
@@ -136,18 +151,45 @@ def test_cuda_without_a_gpu_is_a_clear_error(capsys: pytest.CaptureFixture) -> N
 
 
 @pytest.mark.slow
-def test_bench_command_runs_tiny_and_writes_table_json_and_charts(tmp_path: Path, cli_env: dict, capsys: pytest.CaptureFixture) -> None:
+def test_bench_command_runs_tiny_and_writes_table_json_and_charts(
+    tmp_path: Path, cli_env: dict, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "bench"
     result = run_cli(
-        ["bench", "--widths", "0.5", "--settings", "fp32", "channels_last", "--batch-size", "2", "--image-size", "64",
-         "--repeats", "2", "--warmup", "1", "--min-sample-ms", "0", "--threads", "1", "--no-progress", "--out-dir", str(out)],
-        cwd=tmp_path, env=cli_env, timeout=600,
+        [
+            "bench",
+            "--widths",
+            "0.5",
+            "--settings",
+            "fp32",
+            "channels_last",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "64",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--min-sample-ms",
+            "0",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out-dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=cli_env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "model_throughput.json").read_text())
     assert report["batch_size"] == 2 and report["environment"]["threads"] == 1
     results = report["results"]
-    assert [(r["setting"], r["mode"]) for r in results] == [(s, m) for s in ("fp32", "channels_last") for m in ("train", "infer", "latency")]
+    assert [(r["setting"], r["mode"]) for r in results] == [
+        (s, m) for s in ("fp32", "channels_last") for m in ("train", "infer", "latency")
+    ]
     for r in results:
         assert r["width"] == "0.5x" and r["multiply_adds_224px"] == pytest.approx(40.5e6, rel=0.01)
         assert r["max_output_difference"] < 1e-4
@@ -156,7 +198,9 @@ def test_bench_command_runs_tiny_and_writes_table_json_and_charts(tmp_path: Path
             assert len(r[who]["seconds"]) == 2 and r[who]["median_s"] > 0
             assert r[who]["images_per_s"] == pytest.approx(r["batch_size"] / r[who]["median_s"])
         assert r["speedup"] == pytest.approx(r["torchvision"]["median_s"] / r["ours"]["median_s"])
-    table = [line for line in result.stdout.splitlines() if line.startswith("|") and line.split("|")[1].strip() == "0.5x"]
+    table = [
+        line for line in result.stdout.splitlines() if line.startswith("|") and line.split("|")[1].strip() == "0.5x"
+    ]
     assert len(table) == 6 and all(line.rstrip(" |").endswith("x") for line in table)
     for png in ("model_throughput.png", "speed_vs_flops.png"):
         assert (out / png).read_bytes()[:8] == PNG_SIGNATURE
@@ -172,14 +216,37 @@ def test_bench_command_runs_tiny_and_writes_table_json_and_charts(tmp_path: Path
 def test_guidelines_script_runs_tiny_and_prints_the_four_tables(tmp_path: Path) -> None:
     out = tmp_path / "guidelines"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "guidelines.py"), "--image-size", "8", "--blocks", "1", "--repeats", "2",
-         "--warmup", "0", "--min-sample-ms", "0", "--threads", "1", "--no-progress", "--out-dir", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "guidelines.py"),
+            "--image-size",
+            "8",
+            "--blocks",
+            "1",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--min-sample-ms",
+            "0",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out-dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     for number, guideline in ((1, "G1"), (2, "G2"), (3, "G3"), (4, "G4")):
         assert f"Table {number} ({guideline}:" in result.stdout
-        assert any(line.startswith(f"{guideline} holds here") or line.startswith(f"{guideline} does NOT hold here") for line in result.stdout.splitlines())
+        assert any(
+            line.startswith(f"{guideline} holds here") or line.startswith(f"{guideline} does NOT hold here")
+            for line in result.stdout.splitlines()
+        )
     report = json.loads((out / "guidelines.json").read_text())
     assert report["preset"] == "cpu" and [t["table"] for t in report["tables"]] == [1, 2, 3, 4]
     shapes = {t["table"]: (len(t["rows"]), len(t["columns"])) for t in report["tables"]}
@@ -187,7 +254,10 @@ def test_guidelines_script_runs_tiny_and_prints_the_four_tables(tmp_path: Path) 
     for table in report["tables"]:
         assert isinstance(table["holds"], bool) and table["verdict"]
         for row in table["rows"]:
-            assert all(cell["batches_per_s"] > 0 and len(cell["seconds"]) == 2 and cell["multiply_adds"] > 0 for cell in row["cells"])
+            assert all(
+                cell["batches_per_s"] > 0 and len(cell["seconds"]) == 2 and cell["multiply_adds"] > 0
+                for cell in row["cells"]
+            )
     assert report["tables"][0]["rows"][1]["cells"][0]["channels"] == "(23, 46)"
     assert (out / "guidelines.png").read_bytes()[:8] == PNG_SIGNATURE
 
@@ -201,7 +271,9 @@ def test_compile_formulations_compute_the_same_network(formulation: str) -> None
     theirs = torchvision.models.shufflenet_v2_x0_5(weights=None).double()
     rewritten = compile_formulations.build_formulation(formulation, theirs)
     kinds = {type(m).__name__ for m in rewritten.modules()}
-    assert ("PointwiseMatmul" in kinds) == (formulation != "depthwise-taps") and ("DepthwiseTaps" in kinds) == (formulation != "pointwise-matmul")
+    assert ("PointwiseMatmul" in kinds) == (formulation != "depthwise-taps") and ("DepthwiseTaps" in kinds) == (
+        formulation != "pointwise-matmul"
+    )
     assert rewritten.state_dict().keys() == theirs.state_dict().keys()
     images = torch.randn(3, 3, 48, 48, dtype=torch.float64).to(memory_format=torch.channels_last)
     labels = torch.tensor([1, 5, 9])
@@ -219,20 +291,47 @@ def test_compile_formulations_compute_the_same_network(formulation: str) -> None
 def test_compile_formulations_script_runs_tiny_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "formulations"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--device", "cpu", "--no-compile", "--no-bf16",
-         "--width", "0.5", "--batch-size", "2", "--image-size", "32", "--repeats", "2", "--warmup", "1", "--out-dir", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "compile_formulations.py"),
+            "--device",
+            "cpu",
+            "--no-compile",
+            "--no-bf16",
+            "--width",
+            "0.5",
+            "--batch-size",
+            "2",
+            "--image-size",
+            "32",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--out-dir",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| formulation")]
+    rows = [
+        line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| formulation")
+    ]
     assert [row.split("|")[1].strip() for row in rows] == list(compile_formulations.FORMULATIONS)
     report = json.loads((out / "compile_formulations.json").read_text())
     assert report["width"] == "0.5" and report["compile"] is False
     for entry in report["results"]:
         assert entry["max_logit_difference"] < 1e-4 and entry["speedup"] > 0
         assert all(len(entry["seconds"][who]) == 2 for who in ("torchvision", entry["formulation"]))
-    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--formulations", "fast"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "compile_formulations.py"), "--formulations", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "invalid choice: 'fast'" in bad.stderr
 
 

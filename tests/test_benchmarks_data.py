@@ -21,10 +21,32 @@ HEADLINE_KEYS = ("torchvision_images_per_s", "ffcv_images_per_s", "ours_images_p
 def test_data_benchmark_writes_the_json_render_docs_reads(tmp_path: Path, cli_env: dict) -> None:
     out = tmp_path / "data_throughput.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/data_throughput.py"), "--images", "24", "--batch", "8", "--epochs", "1",
-         "--res", "64", "--workers", "1", "2", "--settings", "jpg:160:90", "raw:96", "--work-dir", str(tmp_path / "work"),
-         "--json", str(out)],
-        cwd=tmp_path, env=dict(cli_env, SHUFFLENET_PL_JIT_CACHE=str(tmp_path / "jit")), capture_output=True, text=True,
+        [
+            sys.executable,
+            str(REPO / "benchmarks/data_throughput.py"),
+            "--images",
+            "24",
+            "--batch",
+            "8",
+            "--epochs",
+            "1",
+            "--res",
+            "64",
+            "--workers",
+            "1",
+            "2",
+            "--settings",
+            "jpg:160:90",
+            "raw:96",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=tmp_path,
+        env=dict(cli_env, SHUFFLENET_PL_JIT_CACHE=str(tmp_path / "jit")),
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -33,8 +55,12 @@ def test_data_benchmark_writes_the_json_render_docs_reads(tmp_path: Path, cli_en
         assert math.isfinite(report[key]) and report[key] > 0, key
     assert (report["setting"], report["workers"]) == ("jpg max 160 q90", 2)
     assert report["ours_vs_ffcv"] == pytest.approx(report["ours_images_per_s"] / report["ffcv_images_per_s"])
-    assert report["ours_vs_ceiling"] == pytest.approx(report["ours_images_per_s"] / report["decode_ceiling_images_per_s"])
-    assert report["ours_vs_torchvision"] == pytest.approx(report["ours_images_per_s"] / report["torchvision_images_per_s"])
+    assert report["ours_vs_ceiling"] == pytest.approx(
+        report["ours_images_per_s"] / report["decode_ceiling_images_per_s"]
+    )
+    assert report["ours_vs_torchvision"] == pytest.approx(
+        report["ours_images_per_s"] / report["torchvision_images_per_s"]
+    )
     assert sorted(report["per_workers"]) == ["1", "2"]
     for rates in report["per_workers"].values():
         assert all(rates[key] > 0 for key in HEADLINE_KEYS)

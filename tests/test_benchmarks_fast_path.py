@@ -21,7 +21,9 @@ def _plain_concat_shuffle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("memory_format", FORMATS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_concat_shuffle_split_is_exact_and_dense_forward_and_backward(memory_format: torch.memory_format, dtype: torch.dtype) -> None:
+def test_concat_shuffle_split_is_exact_and_dense_forward_and_backward(
+    memory_format: torch.memory_format, dtype: torch.dtype
+) -> None:
     torch.manual_seed(0)
     a = torch.randn(3, 12, 5, 7, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_()
     b = torch.randn(3, 12, 5, 7, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_()

@@ -17,9 +17,17 @@ from cluster.resources import Resources, _gpus_of, list_presets, load_preset, pa
 from cluster.submission import LaunchError, apply_job_settings, parse_args, parse_sweeps, _label, _sweep_args
 
 
-@pytest.mark.parametrize("text, minutes", [
-    ("90", 90), ("1:30", 2), ("02:00:00", 120), ("1-0", 1440), ("1-12:30", 2190), ("2-00:00:30", 2881),
-])
+@pytest.mark.parametrize(
+    "text, minutes",
+    [
+        ("90", 90),
+        ("1:30", 2),
+        ("02:00:00", 120),
+        ("1-0", 1440),
+        ("1-12:30", 2190),
+        ("2-00:00:30", 2881),
+    ],
+)
 def test_parse_time_understands_slurm_formats(text: str, minutes: int) -> None:
     assert parse_time(text) == minutes
 
@@ -53,8 +61,9 @@ def test_trainer_settings_follow_the_allocation() -> None:
     with its own requeue off (submitit owns requeue)."""
     slurm = Resources(nodes=4, gpus=8).trainer_settings("slurm")
     assert (slurm["num_nodes"], slurm["devices"], slurm["accelerator"], slurm["strategy"]) == (4, 8, "gpu", "ddp")
-    assert slurm["plugins"] == [{"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment",
-                                 "init_args": {"auto_requeue": False}}]
+    assert slurm["plugins"] == [
+        {"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment", "init_args": {"auto_requeue": False}}
+    ]
     local = Resources(gpus=2, cpu=True).trainer_settings("local")
     assert (local["accelerator"], local["strategy"]) == ("cpu", "ddp")
     assert local["plugins"][0]["class_path"].endswith("LightningEnvironment")
@@ -63,8 +72,17 @@ def test_trainer_settings_follow_the_allocation() -> None:
 
 
 def test_slurm_parameters_ask_for_one_task_per_gpu() -> None:
-    params = Resources(nodes=4, gpus=8, gpu_type="a100", cpus_per_task=10, partition="gpu", account="lab",
-                       time="2-00:00:00", exclusive=True, mail="me@lab.org").slurm_parameters(60)
+    params = Resources(
+        nodes=4,
+        gpus=8,
+        gpu_type="a100",
+        cpus_per_task=10,
+        partition="gpu",
+        account="lab",
+        time="2-00:00:00",
+        exclusive=True,
+        mail="me@lab.org",
+    ).slurm_parameters(60)
     assert params["nodes"] == 4 and params["ntasks_per_node"] == 8 and params["gpus_per_node"] == "a100:8"
     assert params["time"] == 2880 and params["cpus_per_task"] == 10 and params["exclusive"] is True
     assert params["mail_user"] == "me@lab.org" and params["mail_type"] == "END,FAIL"
@@ -83,9 +101,15 @@ def test_submitit_renders_the_sbatch_script() -> None:
         assert line in script, line
 
 
-@pytest.mark.parametrize("gres, kind, gpus", [
-    ("gpu:a100:8(S:0-1)", None, 8), ("gpu:8", None, 8), ("gpu:a100:4,gpu:v100:2", "v100", 2), ("(null)", None, 0),
-])
+@pytest.mark.parametrize(
+    "gres, kind, gpus",
+    [
+        ("gpu:a100:8(S:0-1)", None, 8),
+        ("gpu:8", None, 8),
+        ("gpu:a100:4,gpu:v100:2", "v100", 2),
+        ("(null)", None, 0),
+    ],
+)
 def test_gres_column(gres: str, kind: str, gpus: int) -> None:
     assert _gpus_of(gres, kind) == gpus
 
@@ -109,8 +133,20 @@ def test_preset_with_unknown_key_names_the_file_and_key(tmp_path: Path) -> None:
 
 
 def test_command_line_beats_preset_and_the_rest_goes_to_the_cli() -> None:
-    args, resources, training = parse_args(["--preset", "local-slurm", "--nodes", "2", "--cpus-per-task", "2",
-                                            "--config", "a.yaml", "--trainer.max_epochs", "3"])
+    args, resources, training = parse_args(
+        [
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "2",
+            "--cpus-per-task",
+            "2",
+            "--config",
+            "a.yaml",
+            "--trainer.max_epochs",
+            "3",
+        ]
+    )
     assert args.cluster == "slurm" and resources.partition == "debug" and resources.cpu
     assert resources.nodes == 2 and resources.cpus_per_task == 2
     assert training == ["--config", "a.yaml", "--trainer.max_epochs", "3"]
@@ -136,9 +172,15 @@ def _resolved() -> dict:
     return {
         "seed_everything": True,
         "trainer": {
-            "devices": 1, "accelerator": "auto", "logger": {"class_path": "x.WandbLogger", "init_args": {"save_dir": None}},
-            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                           "init_args": {"dirpath": None, "save_last": None, "monitor": "val/acc1"}}],
+            "devices": 1,
+            "accelerator": "auto",
+            "logger": {"class_path": "x.WandbLogger", "init_args": {"save_dir": None}},
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": None, "save_last": None, "monitor": "val/acc1"},
+                }
+            ],
         },
     }
 
@@ -158,10 +200,15 @@ def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
 
 
 def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None:
-    config = apply_job_settings({"seed_everything": 7, "trainer": {"callbacks": None}}, Resources(cpu=True), "local", tmp_path)
+    config = apply_job_settings(
+        {"seed_everything": 7, "trainer": {"callbacks": None}}, Resources(cpu=True), "local", tmp_path
+    )
     classes = [c["class_path"] for c in config["trainer"]["callbacks"]]
-    assert classes == ["shufflenet_pl.callbacks.ModelCheckpoint", "shufflenet_pl.callbacks.TimedCheckpoint",
-                       "cluster.requeue.PreemptionCheckpoint"]
+    assert classes == [
+        "shufflenet_pl.callbacks.ModelCheckpoint",
+        "shufflenet_pl.callbacks.TimedCheckpoint",
+        "cluster.requeue.PreemptionCheckpoint",
+    ]
     assert config["seed_everything"] == 7
 
 
@@ -178,15 +225,25 @@ def test_resume_skips_a_torn_last_checkpoint(tmp_path: Path) -> None:
 
 
 def test_launcher_names_a_missing_config(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--config", "nope.yaml"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--config", "nope.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "--config nope.yaml: no such file" in result.stderr
 
 
 def test_local_executor_refuses_several_nodes(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--nodes", "2"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--cluster", "local", "--nodes", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "--nodes 2: the local executor runs on this machine only" in result.stderr
 
@@ -228,10 +285,21 @@ def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None, extra: list = ())
     model = ImageClassifier(shufflenet_v2_x0_5(num_classes=4), lr=0.05, schedule="linear")
     hooks = [LambdaCallback(on_train_batch_start=c) for c in callbacks]
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, enable_version_counter=False),
-                   PreemptionCheckpoint(), *extra, *hooks],
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[
+            ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True, enable_version_counter=False),
+            PreemptionCheckpoint(),
+            *extra,
+            *hooks,
+        ],
     )
     trainer.fit(model, DataLoader(data, batch_size=8), ckpt_path=ckpt_path)
     return trainer, model
@@ -264,8 +332,14 @@ def test_preemption_signal_saves_last_ckpt_at_a_batch_boundary(tmp_path: Path, o
 
 def test_unreachable_slurm_is_an_error_not_a_silent_fallback(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=os.path.dirname(sys.executable))  # no sbatch here
-    result = subprocess.run([sys.executable, str(REPO / "launch.py"), "--cluster", "slurm"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--cluster", "slurm"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "SLURM is not reachable" in result.stderr and "--cluster local" in result.stderr
 
@@ -282,24 +356,32 @@ def test_job_config_keeps_a_timed_checkpoint_of_the_trainer_config(tmp_path: Pat
 
 def _launch_here(args: list, cwd: Path, env: dict = None) -> subprocess.CompletedProcess:
     # Generous bound: resolving a config imports Lightning, slow on a loaded machine.
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_batch_that_does_not_divide_is_refused_before_spawning(tmp_path: Path) -> None:
-    result = _launch_here(["--cluster", "local", "--cpu", "--gpus", "3", "--jobs-dir", "jobs",
-                           "--data.init_args.batch_size", "16"], tmp_path)
+    result = _launch_here(
+        ["--cluster", "local", "--cpu", "--gpus", "3", "--jobs-dir", "jobs", "--data.init_args.batch_size", "16"],
+        tmp_path,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip() == ("launch.py: error: data.batch_size=16 (global) does not divide over 3 processes "
-                                     "(1 node(s) x 3); use a multiple of 3, e.g. 15")
+    assert result.stderr.strip() == (
+        "launch.py: error: data.batch_size=16 (global) does not divide over 3 processes "
+        "(1 node(s) x 3); use a multiple of 3, e.g. 15"
+    )
     assert not (tmp_path / "jobs").exists()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("trainer:\n  max_epochs: [1\n", "bad.yaml:3:1: not valid YAML"),
-    ("trainer:\n  max_epochz: 1\n", "does not accept option 'max_epochz'"),
-    ("trainer:\n  max_epochs: many\n", "max_epochs"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("trainer:\n  max_epochs: [1\n", "bad.yaml:3:1: not valid YAML"),
+        ("trainer:\n  max_epochz: 1\n", "does not accept option 'max_epochz'"),
+        ("trainer:\n  max_epochs: many\n", "max_epochs"),
+    ],
+)
 def test_config_that_does_not_parse_leaves_no_job_folder(tmp_path: Path, text: str, expected: str) -> None:
     (tmp_path / "bad.yaml").write_text(text)
     result = _launch_here(["--cluster", "local", "--cpu", "--jobs-dir", "jobs", "--config", "bad.yaml"], tmp_path)
@@ -351,8 +433,11 @@ def test_resume_refuses_a_folder_that_is_no_job(tmp_path: Path) -> None:
 def test_lost_peer_errors_are_told_from_other_errors() -> None:
     from cluster.job import _is_lost_peer
 
-    assert _is_lost_peer(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error "
-                                      "[127.0.0.1]:4242: Connection reset by peer"))
+    assert _is_lost_peer(
+        RuntimeError(
+            "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error [127.0.0.1]:4242: Connection reset by peer"
+        )
+    )
     assert not _is_lost_peer(RuntimeError("shufflenet-pl fit stopped with exit status 2"))
     assert not _is_lost_peer(ValueError("data.batch_size=16 (global) does not divide"))
 
@@ -366,11 +451,15 @@ def test_failure_report_names_the_killed_rank_first(tmp_path: Path) -> None:
     from cluster.submission import _raise_if_failed
 
     def paths(rank: int) -> SimpleNamespace:
-        return SimpleNamespace(result_pickle=tmp_path / f"7_{rank}_result.pkl", stderr=tmp_path / f"7_{rank}_log.err",
-                               stdout=tmp_path / f"7_{rank}_log.out")
+        return SimpleNamespace(
+            result_pickle=tmp_path / f"7_{rank}_result.pkl",
+            stderr=tmp_path / f"7_{rank}_log.err",
+            stdout=tmp_path / f"7_{rank}_log.out",
+        )
 
-    (tmp_path / "7_0_log.err").write_text("Traceback ...\nRuntimeError: Connection reset by peer\n"
-                                          "srun: error: node2: task 1: Killed\n")
+    (tmp_path / "7_0_log.err").write_text(
+        "Traceback ...\nRuntimeError: Connection reset by peer\nsrun: error: node2: task 1: Killed\n"
+    )
     (tmp_path / "7_1_log.err").write_text("step 5\n")
     cloudpickle_dump(("error", "Traceback...\nRuntimeError: Connection reset by peer"), paths(0).result_pickle)
     job = SimpleNamespace(job_id="7", num_tasks=2, paths=paths(0), task=lambda rank: SimpleNamespace(paths=paths(rank)))
@@ -399,7 +488,9 @@ def test_sigterm_saves_last_ckpt_and_stops_without_requeue(tmp_path: Path, one_t
         PREEMPTION.uninstall()
     assert signal.getsignal(signal.SIGTERM) == before
     assert stop.value.global_step == 3
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["global_step"] == 3
+    assert (
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["global_step"] == 3
+    )
 
 
 def test_timed_checkpoint_saves_mid_epoch_and_resumes_exactly(tmp_path: Path, one_thread: None) -> None:
@@ -434,8 +525,12 @@ def test_loader_workers_outlive_a_sigterm(demo_root: Path) -> None:
 
     from shufflenet_pl.data.common import ignore_sigterm
 
-    loader = DataLoader(datasets.ImageFolder(str(demo_root / "train"), transform=lambda image: 0), batch_size=4,
-                        num_workers=1, worker_init_fn=ignore_sigterm)
+    loader = DataLoader(
+        datasets.ImageFolder(str(demo_root / "train"), transform=lambda image: 0),
+        batch_size=4,
+        num_workers=1,
+        worker_init_fn=ignore_sigterm,
+    )
     batches = iter(loader)
     next(batches)
     (worker,) = [w.pid for w in batches._workers]

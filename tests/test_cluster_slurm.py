@@ -53,11 +53,31 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
         pytest.skip("SLURM is not installed and installing it needs root (bash setup.sh --dev installs it)")
     state = tmp_path_factory.mktemp("slurm")
     port = _free_port_block(3)
-    start = subprocess.run(["bash", str(REPO / "cluster/local/start.sh"), "--dir", str(state), "--nodes", "2",
-                            "--cpus", "2", "--port", str(port)], capture_output=True, text=True, timeout=600)
+    start = subprocess.run(
+        [
+            "bash",
+            str(REPO / "cluster/local/start.sh"),
+            "--dir",
+            str(state),
+            "--nodes",
+            "2",
+            "--cpus",
+            "2",
+            "--port",
+            str(port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        assert {p.stem for p in (state / "run").glob("*.pid")} == {"munged", "slurmctld", "slurmd-node1", "slurmd-node2"}
+        assert {p.stem for p in (state / "run").glob("*.pid")} == {
+            "munged",
+            "slurmctld",
+            "slurmd-node1",
+            "slurmd-node2",
+        }
         env = dict(os.environ)
         env["SLURM_CONF"] = str(state / "etc" / "slurm.conf")
         env["PATH"] = f"{state / 'bin'}{os.pathsep}{env['PATH']}"
@@ -86,18 +106,49 @@ def train_config(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     processes, validation every epoch, W&B offline."""
     config = {
         "seed_everything": 0,
-        "model": {"model": {"class_path": "shufflenet_pl.models.ShuffleNetV2",
-                            "init_args": {"stages_repeats": [4, 8, 4], "stages_out_channels": [24, 48, 96, 192, 1024]}},
-                  "lr": 0.02, "momentum": 0.9, "nesterov": True, "schedule": "cosine", "warmup_epochs": 0},
-        "data": {"class_path": "shufflenet_pl.data.ImageFolderDataModule",
-                 "init_args": {"root": str(demo_root), "demo": False, "batch_size": GLOBAL_BATCH, "num_workers": 0,
-                               "train_res": 64, "val_res": 64, "crop_scale": [0.5, 1.0]}},
-        "trainer": {"max_epochs": EPOCHS, "log_every_n_steps": 1, "enable_progress_bar": False,
-                    "logger": {"class_path": "shufflenet_pl.tracking.WandbLogger",
-                               "init_args": {"project": "shufflenet-pl-tests", "mode": "offline"}},
-                    "callbacks": [{"class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
-                                   "init_args": {"monitor": "val/acc1", "mode": "max", "save_last": True,
-                                                 "filename": "best-{epoch:03d}"}}]},
+        "model": {
+            "model": {
+                "class_path": "shufflenet_pl.models.ShuffleNetV2",
+                "init_args": {"stages_repeats": [4, 8, 4], "stages_out_channels": [24, 48, 96, 192, 1024]},
+            },
+            "lr": 0.02,
+            "momentum": 0.9,
+            "nesterov": True,
+            "schedule": "cosine",
+            "warmup_epochs": 0,
+        },
+        "data": {
+            "class_path": "shufflenet_pl.data.ImageFolderDataModule",
+            "init_args": {
+                "root": str(demo_root),
+                "demo": False,
+                "batch_size": GLOBAL_BATCH,
+                "num_workers": 0,
+                "train_res": 64,
+                "val_res": 64,
+                "crop_scale": [0.5, 1.0],
+            },
+        },
+        "trainer": {
+            "max_epochs": EPOCHS,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "shufflenet_pl.tracking.WandbLogger",
+                "init_args": {"project": "shufflenet-pl-tests", "mode": "offline"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "monitor": "val/acc1",
+                        "mode": "max",
+                        "save_last": True,
+                        "filename": "best-{epoch:03d}",
+                    },
+                }
+            ],
+        },
     }
     path = tmp_path_factory.mktemp("config") / "small.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -109,17 +160,32 @@ def ffcv_train_config(train_config: Path, demo_beton_root: Path) -> Path:
     """The same run with the FFCV datamodule on the demo set converted to .beton (the seeded
     decode stage: crops and flips keyed by seed, epoch and sample)."""
     config = yaml.safe_load(train_config.read_text())
-    config["data"] = {"class_path": "shufflenet_pl.data.FFCVImageNetDataModule",
-                      "init_args": {"root": str(demo_beton_root), "demo": False, "batch_size": GLOBAL_BATCH,
-                                    "num_workers": 1, "train_res": 64, "val_res": 64, "crop_scale": [0.5, 1.0]}}
+    config["data"] = {
+        "class_path": "shufflenet_pl.data.FFCVImageNetDataModule",
+        "init_args": {
+            "root": str(demo_beton_root),
+            "demo": False,
+            "batch_size": GLOBAL_BATCH,
+            "num_workers": 1,
+            "train_res": 64,
+            "val_res": 64,
+            "crop_scale": [0.5, 1.0],
+        },
+    }
     path = train_config.with_name("small_ffcv.yaml")
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def _launch(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _job_folder(jobs_dir: Path) -> Path:
@@ -148,8 +214,25 @@ def _losses_by_step(rows: List[Dict]) -> Dict[int, float]:
 @pytest.fixture(scope="module")
 def two_node_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     jobs = tmp_path_factory.mktemp("jobs-2x1")
-    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--wait", "--jobs-dir", str(jobs),
-                      "--job-name", "two-nodes", "--config", str(train_config)], local_slurm, jobs)
+    result = _launch(
+        [
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "2",
+            "--gpus",
+            "1",
+            "--wait",
+            "--jobs-dir",
+            str(jobs),
+            "--job-name",
+            "two-nodes",
+            "--config",
+            str(train_config),
+        ],
+        local_slurm,
+        jobs,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     folder = _job_folder(jobs)
     assert "submitted job" in result.stdout and f"folder: {folder}" in result.stdout
@@ -158,11 +241,29 @@ def two_node_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_facto
 
 def _validation_args(folder: Path, processes: int, out: Path) -> List[str]:
     """``shufflenet-pl validate`` of a job's last.ckpt with ``processes`` CPU processes, logging to CSV."""
-    return ["validate", "--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints" / "last.ckpt"),
-            "--trainer.num_nodes", "1", "--trainer.devices", str(processes),
-            "--trainer.strategy", "ddp" if processes > 1 else "auto", "--trainer.plugins", "null",
-            "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(out),
-            "--trainer.logger.name", "v", "--trainer.default_root_dir", str(out)]
+    return [
+        "validate",
+        "--config",
+        str(folder / "config.yaml"),
+        "--ckpt_path",
+        str(folder / "checkpoints" / "last.ckpt"),
+        "--trainer.num_nodes",
+        "1",
+        "--trainer.devices",
+        str(processes),
+        "--trainer.strategy",
+        "ddp" if processes > 1 else "auto",
+        "--trainer.plugins",
+        "null",
+        "--trainer.logger",
+        "lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.save_dir",
+        str(out),
+        "--trainer.logger.name",
+        "v",
+        "--trainer.default_root_dir",
+        str(out),
+    ]
 
 
 def _validation_metrics(out: Path) -> Dict[str, float]:
@@ -187,8 +288,14 @@ def _validate_in_two_processes(folder: Path, out: Path) -> Dict[str, float]:
     """Lightning's own DDP launcher (gloo): both ranks load the same checkpoint."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_"))}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "shufflenet_pl.cli", *_validation_args(folder, 2, out)],
-                            cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "shufflenet_pl.cli", *_validation_args(folder, 2, out)],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return _validation_metrics(out)
 
@@ -198,7 +305,12 @@ def test_slurm_job_runs_ddp_over_two_nodes(two_node_job: Path, tmp_path: Path) -
     job folder; validation covers the whole validation set, reduced over the ranks."""
     folder = two_node_job
     launch = json.loads((folder / "launch.json").read_text())
-    assert (launch["executor"], launch["nodes"], launch["gpus_per_node"], launch["partition"]) == ("slurm", 2, 1, "debug")
+    assert (launch["executor"], launch["nodes"], launch["gpus_per_node"], launch["partition"]) == (
+        "slurm",
+        2,
+        1,
+        "debug",
+    )
     job_id = launch["job_id"]
     for rank in (0, 1):
         log = (folder / "logs" / f"{job_id}_{rank}_log.err").read_text()
@@ -209,7 +321,11 @@ def test_slurm_job_runs_ddp_over_two_nodes(two_node_job: Path, tmp_path: Path) -
     assert result["global_step"] == EPOCHS * steps_per_epoch
     assert (folder / "checkpoints" / "last.ckpt").is_file() and list((folder / "checkpoints").glob("best-*.ckpt"))
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    assert (config["trainer"]["num_nodes"], config["trainer"]["devices"], config["trainer"]["strategy"]) == (2, 1, "ddp")
+    assert (config["trainer"]["num_nodes"], config["trainer"]["devices"], config["trainer"]["strategy"]) == (
+        2,
+        1,
+        "ddp",
+    )
     assert config["trainer"]["plugins"][0]["init_args"] == {"auto_requeue": False}
     runs = _train_rows(folder)
     assert [run_id for run_id, _ in runs] == [launch["wandb_run_id"]]
@@ -224,28 +340,88 @@ def test_slurm_job_runs_ddp_over_two_nodes(two_node_job: Path, tmp_path: Path) -
 
 
 def test_partition_refuses_gpus_it_cannot_give(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
-    result = _launch(["--cluster", "slurm", "--nodes", "1", "--gpus", "2", "--jobs-dir", str(tmp_path),
-                      "--config", str(train_config)], local_slurm, tmp_path)
+    result = _launch(
+        [
+            "--cluster",
+            "slurm",
+            "--nodes",
+            "1",
+            "--gpus",
+            "2",
+            "--jobs-dir",
+            str(tmp_path),
+            "--config",
+            str(train_config),
+        ],
+        local_slurm,
+        tmp_path,
+    )
     assert result.returncode == 2
     assert "--gpus 2: partition 'debug' has 0 node(s) with 2 GPUs or more" in result.stderr
     assert not list(tmp_path.iterdir())  # nothing submitted, no folder made
 
 
 def test_dry_run_prints_the_array_script(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
-    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--dry-run", "--jobs-dir", str(tmp_path),
-                      "--sweep", "model.lr=0.01,0.02", "--config", str(train_config)], local_slurm, tmp_path)
+    result = _launch(
+        [
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "2",
+            "--gpus",
+            "1",
+            "--dry-run",
+            "--jobs-dir",
+            str(tmp_path),
+            "--sweep",
+            "model.lr=0.01,0.02",
+            "--config",
+            str(train_config),
+        ],
+        local_slurm,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    for line in ("#SBATCH --array=0-1%2", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --signal=USR2@30",
-                 "#SBATCH --partition=debug", "srun --unbuffered"):
+    for line in (
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --signal=USR2@30",
+        "#SBATCH --partition=debug",
+        "srun --unbuffered",
+    ):
         assert line in result.stdout, line
     assert "nothing was submitted" in result.stdout and not list(tmp_path.iterdir())
 
 
-def test_sweep_is_one_job_array_with_a_folder_per_element(local_slurm: Dict[str, str], train_config: Path,
-                                                          tmp_path: Path) -> None:
-    result = _launch(["--preset", "local-slurm", "--nodes", "1", "--gpus", "1", "--wait", "--jobs-dir", str(tmp_path),
-                      "--job-name", "sweep", "--sweep", "model.lr=0.01,0.03", "--config", str(train_config),
-                      "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1"], local_slurm, tmp_path)
+def test_sweep_is_one_job_array_with_a_folder_per_element(
+    local_slurm: Dict[str, str], train_config: Path, tmp_path: Path
+) -> None:
+    result = _launch(
+        [
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "1",
+            "--gpus",
+            "1",
+            "--wait",
+            "--jobs-dir",
+            str(tmp_path),
+            "--job-name",
+            "sweep",
+            "--sweep",
+            "model.lr=0.01,0.03",
+            "--config",
+            str(train_config),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+        ],
+        local_slurm,
+        tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     root = _job_folder(tmp_path)
     elements = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "logs")
@@ -264,13 +440,30 @@ def test_sweep_is_one_job_array_with_a_folder_per_element(local_slurm: Dict[str,
     assert len(array_ids) == 1  # one sbatch, one array
 
 
-def test_failed_job_shows_the_failing_ranks_log(local_slurm: Dict[str, str], train_config: Path, tmp_path: Path) -> None:
-    result = _launch(["--preset", "local-slurm", "--nodes", "2", "--gpus", "1", "--wait", "--jobs-dir", str(tmp_path),
-                      "--config", str(train_config), "--data.init_args.root", str(tmp_path / "no-dataset")],
-                     local_slurm, tmp_path)
+def test_failed_job_shows_the_failing_ranks_log(
+    local_slurm: Dict[str, str], train_config: Path, tmp_path: Path
+) -> None:
+    result = _launch(
+        [
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "2",
+            "--gpus",
+            "1",
+            "--wait",
+            "--jobs-dir",
+            str(tmp_path),
+            "--config",
+            str(train_config),
+            "--data.init_args.root",
+            str(tmp_path / "no-dataset"),
+        ],
+        local_slurm,
+        tmp_path,
+    )
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
-    failed = re.search(r"failed; rank (\d): RuntimeError: shufflenet-pl fit stopped with exit status 2",
-                       result.stderr)
+    failed = re.search(r"failed; rank (\d): RuntimeError: shufflenet-pl fit stopped with exit status 2", result.stderr)
     assert failed, result.stderr[-3000:]
     assert "--- last lines of " in result.stderr and f"_{failed.group(1)}_log.err ---" in result.stderr
     assert f"data.root: {tmp_path / 'no-dataset' / 'train'} does not exist" in result.stderr  # the CLI's own message
@@ -287,8 +480,7 @@ def _task_pid(job_id: str, rank: int) -> int:
             parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
             continue
-        if (environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank)
-                and "submitit" in cmdline):
+        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "submitit" in cmdline:
             found[int(proc.name)] = parent
     roots = [pid for pid, parent in found.items() if parent not in found]
     assert len(roots) == 1, f"rank {rank} of job {job_id}: processes {found}"
@@ -313,8 +505,12 @@ JOBS = [(fault, "imagefolder") for fault in FAULTS] + [("usr2", "ffcv")]
 
 
 @pytest.fixture(scope="module", params=JOBS, ids=[f"{fault}-{data}" for fault, data in JOBS])
-def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], train_config: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Tuple[str, Path, str]:
+def requeued_job(
+    request: pytest.FixtureRequest,
+    local_slurm: Dict[str, str],
+    train_config: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Tuple[str, Path, str]:
     """A 1 node x 2 process job interrupted in its second epoch by ``fault``, followed by the
     launcher through the requeue (or the ``--resume``) to the end. USR2 is what SLURM sends at a time
     limit (``--signal=USR2@delay``) and at preemption with ``PreemptParameters=send_user_signal``."""
@@ -328,21 +524,56 @@ def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], tr
     if fault == "kill9":  # a timed checkpoint every 0.6 s (the kill redoes at most that much), so that
         # saves land in the second epoch however fast this machine trains the three short epochs
         timed = jobs / "timed.yaml"
-        timed.write_text(yaml.safe_dump({"trainer": {"callbacks": [
-            {"class_path": "shufflenet_pl.callbacks.TimedCheckpoint", "init_args": {"every_minutes": 0.01}}]}}))
+        timed.write_text(
+            yaml.safe_dump(
+                {
+                    "trainer": {
+                        "callbacks": [
+                            {
+                                "class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
+                                "init_args": {"every_minutes": 0.01},
+                            }
+                        ]
+                    }
+                }
+            )
+        )
         extra = ["--config", str(timed)]
     launcher = subprocess.Popen(
-        [sys.executable, str(REPO / "launch.py"), "--preset", "local-slurm", "--nodes", "1", "--gpus", "2", "--wait",
-         "--jobs-dir", str(jobs), "--job-name", fault, "--config", str(train_config), *extra],
-        cwd=jobs, env=local_slurm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(REPO / "launch.py"),
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "1",
+            "--gpus",
+            "2",
+            "--wait",
+            "--jobs-dir",
+            str(jobs),
+            "--job-name",
+            fault,
+            "--config",
+            str(train_config),
+            *extra,
+        ],
+        cwd=jobs,
+        env=local_slurm,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.time() + 400
         if fault == "kill9":  # its config's callback list replaces the ModelCheckpoint: wait for a timed save
             steps_per_epoch = 200 // GLOBAL_BATCH
             while not list(jobs.glob("*/launch.json")) or not any(
-                    int(step) > steps_per_epoch for step in re.findall(
-                        r"at global step (\d+) \(every", _log_text(_job_folder(jobs), _recorded_job_id(jobs)))):
+                int(step) > steps_per_epoch
+                for step in re.findall(
+                    r"at global step (\d+) \(every", _log_text(_job_folder(jobs), _recorded_job_id(jobs))
+                )
+            ):
                 assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
                 time.sleep(0.2)
         while time.time() < deadline and fault != "kill9" and not list(jobs.glob("*/checkpoints/best-epoch=000.ckpt")):
@@ -364,7 +595,7 @@ def requeued_job(request: pytest.FixtureRequest, local_slurm: Dict[str, str], tr
     if fault == "sigterm":
         # A cancel is not requeued: the job saved, said how to continue, and ended.
         assert launcher.returncode == 1, out[-3000:] + err[-5000:]
-        assert f"stopped by SIGTERM at global step" in err and f"launch.py --resume {folder}" in err, err[-3000:]
+        assert "stopped by SIGTERM at global step" in err and f"launch.py --resume {folder}" in err, err[-3000:]
         resumed = _launch(["--resume", str(folder), "--wait"], local_slurm, jobs)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
         assert f"resuming {folder}" in resumed.stdout
@@ -422,8 +653,23 @@ def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str]) -> No
 
 def _local_job(local_slurm: Dict[str, str], train_config: Path, jobs: Path) -> Path:
     env = {k: v for k, v in local_slurm.items() if k != "SLURM_CONF"}
-    result = _launch(["--cluster", "local", "--gpus", "2", "--cpu", "--jobs-dir", str(jobs), "--job-name", "local",
-                      "--config", str(train_config)], env, jobs)
+    result = _launch(
+        [
+            "--cluster",
+            "local",
+            "--gpus",
+            "2",
+            "--cpu",
+            "--jobs-dir",
+            str(jobs),
+            "--job-name",
+            "local",
+            "--config",
+            str(train_config),
+        ],
+        env,
+        jobs,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "running job" in result.stdout and "finished:" in result.stdout
     return _job_folder(jobs)
@@ -435,7 +681,9 @@ def local_job(local_slurm: Dict[str, str], train_config: Path, tmp_path_factory:
 
 
 @pytest.fixture(scope="module")
-def local_ffcv_job(local_slurm: Dict[str, str], ffcv_train_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local_ffcv_job(
+    local_slurm: Dict[str, str], ffcv_train_config: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The FFCV run, uninterrupted, on the local executor."""
     return _local_job(local_slurm, ffcv_train_config, tmp_path_factory.mktemp("jobs-local-ffcv"))
 
@@ -463,8 +711,9 @@ def test_local_executor_gives_the_same_result(local_job: Path, two_node_job: Pat
     _assert_same_training(two_node_job, local_job)
 
 
-def test_requeued_job_trains_like_an_uninterrupted_one(requeued_job: Tuple[str, Path, str],
-                                                       request: pytest.FixtureRequest) -> None:
+def test_requeued_job_trains_like_an_uninterrupted_one(
+    requeued_job: Tuple[str, Path, str], request: pytest.FixtureRequest
+) -> None:
     """After the requeue the run continues with the next batch of the same data order (and, with
     FFCV, the same seeded crops and flips): the losses of every step and the final weights equal
     those of the uninterrupted run with the same datamodule."""

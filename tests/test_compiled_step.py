@@ -24,15 +24,25 @@ def _loader(dtype: torch.dtype = torch.float32, n: int = 32) -> DataLoader:
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"compile": True, "compile_mode": "fastest"}, "model.compile_mode"),
-    ({"compile_mode": "reduce-overhead"}, "model.compile=true"),
-    ({"optimizer_impl": "apex"}, "model.optimizer_impl"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"compile": True, "compile_mode": "fastest"}, "model.compile_mode"),
+        ({"compile_mode": "reduce-overhead"}, "model.compile=true"),
+        ({"optimizer_impl": "apex"}, "model.optimizer_impl"),
+    ],
+)
 def test_bad_compile_settings_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         _module(**kwargs)
@@ -44,13 +54,16 @@ def test_cuda_graph_mode_is_refused_on_cpu(tmp_path) -> None:
         _trainer(tmp_path, max_steps=1).fit(module, _loader())
 
 
-@pytest.mark.parametrize("impl, device, expected", [
-    ("auto", "cpu", {"fused": None, "foreach": None}),
-    ("auto", "cuda", {"fused": True}),
-    ("fused", "cpu", {"fused": True}),
-    ("foreach", "cpu", {"foreach": True}),
-    ("for-loop", "cpu", {"foreach": False}),
-])
+@pytest.mark.parametrize(
+    "impl, device, expected",
+    [
+        ("auto", "cpu", {"fused": None, "foreach": None}),
+        ("auto", "cuda", {"fused": True}),
+        ("fused", "cpu", {"fused": True}),
+        ("foreach", "cpu", {"foreach": True}),
+        ("for-loop", "cpu", {"foreach": False}),
+    ],
+)
 def test_optimizer_implementation_follows_the_device(impl: str, device: str, expected: dict) -> None:
     optimizer = _module(optimizer_impl=impl).build_optimizer(torch.device(device))
     assert {key: optimizer.defaults[key] for key in expected} == expected
@@ -104,10 +117,28 @@ def test_cli_refuses_cuda_graphs_on_cpu_in_one_line(demo_root, tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        build_cli(["fit", "--config", str(REPO / "configs" / "experiment" / "demo.yaml"), "--no-wandb",
-                   "--model.compile", "true", "--model.compile_mode", "reduce-overhead", "--trainer.accelerator", "cpu",
-                   "--trainer.max_steps", "1", "--data.class_path", "shufflenet_pl.data.ImageFolderDataModule",
-                   "--data.init_args.root", str(demo_root), "--data.init_args.demo", "false"])
+        build_cli(
+            [
+                "fit",
+                "--config",
+                str(REPO / "configs" / "experiment" / "demo.yaml"),
+                "--no-wandb",
+                "--model.compile",
+                "true",
+                "--model.compile_mode",
+                "reduce-overhead",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.max_steps",
+                "1",
+                "--data.class_path",
+                "shufflenet_pl.data.ImageFolderDataModule",
+                "--data.init_args.root",
+                str(demo_root),
+                "--data.init_args.demo",
+                "false",
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error: model.compile_mode='reduce-overhead' captures CUDA graphs" in err and "Traceback" not in err

@@ -19,8 +19,15 @@ BASE = {
 
 def test_configs_exist() -> None:
     names = {p.relative_to(REPO / "configs").as_posix() for p in CONFIGS}
-    assert {"model/x0_5.yaml", "model/x1_0.yaml", "model/x1_5.yaml", "model/x2_0.yaml",
-            "experiment/official.yaml", "experiment/fast.yaml", "experiment/demo.yaml"} <= names
+    assert {
+        "model/x0_5.yaml",
+        "model/x1_0.yaml",
+        "model/x1_5.yaml",
+        "model/x2_0.yaml",
+        "experiment/official.yaml",
+        "experiment/fast.yaml",
+        "experiment/demo.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(REPO / "configs").as_posix())

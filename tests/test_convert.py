@@ -57,7 +57,7 @@ def _read_back(beton: Path) -> list:
     for image_meta, label in zip(reader.metadata["f0"], reader.metadata["f1"]):
         assert image_meta["mode"] == 1  # raw pixels
         height, width, start = int(image_meta["height"]), int(image_meta["width"]), int(image_meta["data_ptr"])
-        samples.append((data[start: start + height * width * 3].reshape(height, width, 3), int(label)))
+        samples.append((data[start : start + height * width * 3].reshape(height, width, 3), int(label)))
     return samples
 
 
@@ -108,16 +108,21 @@ def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     mtime = beton.stat().st_mtime_ns
     again = convert_split(split, beton, write_mode="raw", num_workers=2, on_error="skip", progress=False)
     assert again.reused and beton.stat().st_mtime_ns == mtime
-    jpeg = convert_split(split, beton, write_mode="jpg", max_side=32, jpeg_quality=80, num_workers=1,
-                         on_error="skip", progress=False)
+    jpeg = convert_split(
+        split, beton, write_mode="jpg", max_side=32, jpeg_quality=80, num_workers=1, on_error="skip", progress=False
+    )
     assert not jpeg.reused and beton.stat().st_size < os.path.getsize(beton) + 1
     assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
 
 
 @pytest.mark.slow
 def test_convert_command_line(demo_root: Path, cli_env: dict, tmp_path: Path) -> None:
-    result = run_cli(["convert", str(demo_root), str(tmp_path), "--workers", "2", "--limit", "50", "--quiet"],
-                     cwd=tmp_path, env=cli_env, timeout=300)
+    result = run_cli(
+        ["convert", str(demo_root), str(tmp_path), "--workers", "2", "--limit", "50", "--quiet"],
+        cwd=tmp_path,
+        env=cli_env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train:" in result.stdout and "50 images" in result.stdout
     for split in ("train", "val"):
@@ -125,6 +130,8 @@ def test_convert_command_line(demo_root: Path, cli_env: dict, tmp_path: Path) ->
         assert info["num_images"] == 50 and len(info["classes"]) == 10
     assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
 
-    missing = run_cli(["convert", str(tmp_path / "nope"), str(tmp_path / "out")], cwd=tmp_path, env=cli_env, timeout=300)
+    missing = run_cli(
+        ["convert", str(tmp_path / "nope"), str(tmp_path / "out")], cwd=tmp_path, env=cli_env, timeout=300
+    )
     assert missing.returncode == 2 and "nope/train does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr

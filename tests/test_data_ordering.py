@@ -7,7 +7,13 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import pytest
 
-from shufflenet_pl.data.ordering import ResumableLoader, epoch_permutation, num_batches, rank_samples, rank_train_samples
+from shufflenet_pl.data.ordering import (
+    ResumableLoader,
+    epoch_permutation,
+    num_batches,
+    rank_samples,
+    rank_train_samples,
+)
 from shufflenet_pl.schedules import progressive_resolution
 
 
@@ -40,8 +46,14 @@ def test_training_shards_are_equal_sized_and_cover_everything(num_samples: int, 
 
 def test_training_shards_keep_whole_batches_only_with_drop_last() -> None:
     order = epoch_permutation(23, 0, 0)  # 12 per rank over 2 ranks (one padded)
-    assert rank_train_samples(order, 1, 2, batch_size=5, drop_last=True).tolist() == rank_samples(order, 1, 2, pad=True)[:10].tolist()
-    assert rank_train_samples(order, 1, 2, batch_size=5, drop_last=False).tolist() == rank_samples(order, 1, 2, pad=True).tolist()
+    assert (
+        rank_train_samples(order, 1, 2, batch_size=5, drop_last=True).tolist()
+        == rank_samples(order, 1, 2, pad=True)[:10].tolist()
+    )
+    assert (
+        rank_train_samples(order, 1, 2, batch_size=5, drop_last=False).tolist()
+        == rank_samples(order, 1, 2, pad=True).tolist()
+    )
 
 
 def test_a_batch_larger_than_the_training_set_is_refused(demo_root) -> None:
@@ -135,10 +147,13 @@ def test_progressive_resolution_endpoints_monotonic_multiples_of_32() -> None:
     assert all(a <= b for a, b in zip(wide, wide[1:]))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"min_res": 200, "max_res": 100, "end_ramp": 5}, "min_res <= max_res"),
-    ({"min_res": 100, "max_res": 200, "end_ramp": 2, "start_ramp": 3}, "start_ramp <= end_ramp"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"min_res": 200, "max_res": 100, "end_ramp": 5}, "min_res <= max_res"),
+        ({"min_res": 100, "max_res": 200, "end_ramp": 2, "start_ramp": 3}, "start_ramp <= end_ramp"),
+    ],
+)
 def test_progressive_resolution_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         progressive_resolution(0, **kwargs)

@@ -39,8 +39,14 @@ print("done", flush=True)
 
 
 def test_numba_finalizer_keyerror_is_silenced_and_nothing_else() -> None:
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
-                            cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert "done" in result.stdout
     assert "KeyError" not in result.stderr, result.stderr
@@ -49,6 +55,12 @@ def test_numba_finalizer_keyerror_is_silenced_and_nothing_else() -> None:
 
 def test_without_the_filter_the_keyerror_would_show() -> None:
     script = SCRIPT.replace("from shufflenet_pl.data import quiet_numba", "")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert "KeyError" in result.stderr and "dispatcher.py" in result.stderr, result.stderr

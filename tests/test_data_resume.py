@@ -64,8 +64,14 @@ trainer.fit(model, data, ckpt_path=resume if resume != "-" else None)
 
 
 def _run(args: List[str], cwd: Path) -> None:
-    result = subprocess.run([sys.executable, "-c", RUNNER, *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "KeyError" not in result.stderr, result.stderr[-4000:]
 

@@ -47,8 +47,11 @@ def test_stale_table_fails_check_and_is_rewritten(fake_root: Path) -> None:
 def test_results_file_renders_its_figures(fake_root: Path) -> None:
     results = fake_root / "benchmarks/results/cpu-2core"
     results.mkdir(parents=True)
-    (results / "data_throughput.json").write_text(json.dumps(
-        {"torchvision_images_per_s": 171.4, "ours_images_per_s": 450.2, "decode_ceiling_images_per_s": 1570.0}))
+    (results / "data_throughput.json").write_text(
+        json.dumps(
+            {"torchvision_images_per_s": 171.4, "ours_images_per_s": 450.2, "decode_ceiling_images_per_s": 1570.0}
+        )
+    )
     page = write_page(fake_root, "cpu-data-throughput")
     render_docs.main([])
     text = page.read_text()
@@ -58,14 +61,19 @@ def test_results_file_renders_its_figures(fake_root: Path) -> None:
 
     headline = write_page(fake_root, "headline")
     render_docs.main([])
-    assert "| Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
+    assert (
+        "| Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
+    )
 
 
 def test_record_demo_writes_the_headline_accuracy(fake_root: Path) -> None:
     job = fake_root / "jobs/demo"
     job.mkdir(parents=True)
-    (job / "result.json").write_text(json.dumps(
-        {"epoch": 8, "global_step": 744, "world_size": 1, "metrics": {"val/acc1": 0.9127, "train/loss": 0.3}}))
+    (job / "result.json").write_text(
+        json.dumps(
+            {"epoch": 8, "global_step": 744, "world_size": 1, "metrics": {"val/acc1": 0.9127, "train/loss": 0.3}}
+        )
+    )
     page = write_page(fake_root, "headline")
     assert render_docs.main(["--record-demo", str(job)]) == 0
     assert "| Demo job (`launch.py`): validation top-1 | 91.3 % after 8 epochs |" in page.read_text()

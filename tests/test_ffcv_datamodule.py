@@ -11,12 +11,15 @@ pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
 from shufflenet_pl.data.ffcv import FFCVImageNetDataModule, _input_dtype  # noqa: E402
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"order": "quasi_random"}, ValueError, "needs data.os_cache=false"),
-    ({"order": "shuffle"}, ValueError, "data.order must be random or quasi_random"),
-    ({"crop_scale": (0.5, 0.1)}, ValueError, "data.crop_scale"),
-    ({"val_res": 4}, ValueError, "data.val_res must be >= 8"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"order": "quasi_random"}, ValueError, "needs data.os_cache=false"),
+        ({"order": "shuffle"}, ValueError, "data.order must be random or quasi_random"),
+        ({"crop_scale": (0.5, 0.1)}, ValueError, "data.crop_scale"),
+        ({"val_res": 4}, ValueError, "data.val_res must be >= 8"),
+    ],
+)
 def test_bad_arguments_name_the_key(kwargs: dict, error: type, match: str, tmp_path: Path) -> None:
     with pytest.raises(error, match=match):
         FFCVImageNetDataModule(str(tmp_path), num_classes=10, **kwargs)
@@ -34,8 +37,16 @@ def test_input_dtype_follows_the_precision() -> None:
 
 @pytest.mark.slow
 def test_quasi_random_order_and_batches(demo_beton_root: Path) -> None:
-    data = FFCVImageNetDataModule(str(demo_beton_root), batch_size=20, num_workers=1, train_res=40, val_res=48,
-                                  order="quasi_random", os_cache=False, seed=3)
+    data = FFCVImageNetDataModule(
+        str(demo_beton_root),
+        batch_size=20,
+        num_workers=1,
+        train_res=40,
+        val_res=48,
+        order="quasi_random",
+        os_cache=False,
+        seed=3,
+    )
     assert data.num_classes == 10 and data.classes[0] == "checker"  # from train.beton.json
     data.setup("fit")
     orders = [data.train_order(epoch) for epoch in (0, 1)]

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 
-RUNNER = r'''
+RUNNER = r"""
 import json, sys
 import lightning as L
 import torch
@@ -33,8 +33,10 @@ class Record(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module):
         dm = trainer.datamodule
-        self._write(trainer, {"kind": "plan", "epoch": trainer.current_epoch, "order": dm.train_order(trainer.current_epoch).tolist(),
-                              "len": len(trainer.train_dataloader), "num_training_batches": trainer.num_training_batches,
+        order = dm.train_order(trainer.current_epoch).tolist()
+        self._write(trainer, {"kind": "plan", "epoch": trainer.current_epoch, "order": order,
+                              "len": len(trainer.train_dataloader),
+                              "num_training_batches": trainer.num_training_batches,
                               "per_device_batch_size": dm.per_device_batch_size, "world_size": trainer.world_size})
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -62,7 +64,7 @@ trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", 
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                     num_sanity_val_steps=0, callbacks=[Record()])
 trainer.fit(model, data)
-'''
+"""
 
 
 def _labels(beton: Path) -> np.ndarray:
@@ -86,12 +88,20 @@ def test_ffcv_ddp_two_processes(demo_root: Path, demo_beton_root: Path, tmp_path
     out.mkdir()
     script = tmp_path / "ddp_runner.py"  # a file: Lightning's DDP launcher re-runs sys.argv for rank 1
     script.write_text(RUNNER)
-    result = subprocess.run([sys.executable, str(script), str(root), str(out)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, str(script), str(root), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "KeyError" not in result.stderr
 
-    rows = {rank: [json.loads(line) for line in (out / f"rank{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)}
+    rows = {
+        rank: [json.loads(line) for line in (out / f"rank{rank}.jsonl").read_text().splitlines()] for rank in (0, 1)
+    }
     train_labels, val_labels = _labels(root / "train.beton"), _labels(root / "val.beton")
     plans = {}
     for rank in (0, 1):

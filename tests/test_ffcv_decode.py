@@ -19,7 +19,7 @@ LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def test_boxes_follow_torchvision_random_resized_crop() -> None:
@@ -27,7 +27,9 @@ def test_boxes_follow_torchvision_random_resized_crop() -> None:
     from torchvision.transforms import RandomResizedCrop
 
     height, width, draws = 375, 500, 4000
-    ours = np.array([fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 7, 0, index)[:4] for index in range(draws)])
+    ours = np.array(
+        [fd.random_crop_box(height, width, 0.08, 1.0, *LOG_RATIO, 7, 0, index)[:4] for index in range(draws)]
+    )
     torch.manual_seed(0)
     image = torch.zeros(3, height, width)
     theirs = np.array([RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(draws)])
@@ -86,8 +88,16 @@ def natural_jpegs(tmp_path_factory: pytest.TempPathFactory) -> List[Tuple[np.nda
     return out
 
 
-def _decode(data: np.ndarray, mode: int, height: int, width: int, box: Tuple[int, int, int, int], flip: bool,
-            res: int, interpolation: int = fd.DEFAULT_INTERPOLATION) -> np.ndarray:
+def _decode(
+    data: np.ndarray,
+    mode: int,
+    height: int,
+    width: int,
+    box: Tuple[int, int, int, int],
+    flip: bool,
+    res: int,
+    interpolation: int = fd.DEFAULT_INTERPOLATION,
+) -> np.ndarray:
     out = np.empty((res, res, 3), np.uint8)
     temp = np.empty(height * width * 3, np.uint8)
     assert fd.decode_box(data, mode, height, width, *box, flip, temp, out, interpolation) == 0
@@ -106,9 +116,14 @@ def test_decoded_crops_match_pil_and_flips_mirror(natural_jpegs: list, res: int)
             num = fd.decode_plan(height, width, *box, res, res)[0]
             scales_seen.add(num)
             top, left, h, w = box  # the decoded box is the box, rounded to the scaled grid
-            assert np.allclose(fd.decoded_box(height, width, *box, res, res), (left, top, left + w, top + h), atol=4 / num + 1e-9)
-            reference = np.asarray(Image.fromarray(image).resize((res, res), Image.BILINEAR,
-                                                                 box=fd.decoded_box(height, width, *box, res, res)))
+            assert np.allclose(
+                fd.decoded_box(height, width, *box, res, res), (left, top, left + w, top + h), atol=4 / num + 1e-9
+            )
+            reference = np.asarray(
+                Image.fromarray(image).resize(
+                    (res, res), Image.BILINEAR, box=fd.decoded_box(height, width, *box, res, res)
+                )
+            )
             plain = _decode(data, 0, height, width, box, False, res)
             assert psnr(plain, reference) >= 30, (index, box)
             flipped = _decode(data, 0, height, width, box, True, res)
@@ -131,7 +146,7 @@ def test_only_the_box_is_decoded_and_equals_the_full_decode(natural_jpegs: list)
     status, offset, row_bytes, box_w, box_h = fd.decode_jpeg_box(data, height, width, *box, 64, 64, temp)
     assert (box_w, box_h) == (c1 - c0, r1 - r0)
     assert status == 0 and row_bytes < decoded_w * 3  # columns were cropped
-    region = np.stack([temp[offset + r * row_bytes: offset + r * row_bytes + (c1 - c0) * 3] for r in range(r1 - r0)])
+    region = np.stack([temp[offset + r * row_bytes : offset + r * row_bytes + (c1 - c0) * 3] for r in range(r1 - r0)])
     assert np.array_equal(region.reshape(r1 - r0, c1 - c0, 3), full[r0:r1, c0:c1])
 
 
@@ -142,12 +157,18 @@ def test_a_corrupt_jpeg_gives_an_error_status_and_a_black_image_then_decoding_go
     broken[2:200] = 0  # the markers after SOI are gone
     out = np.full((64, 64, 3), 7, dtype=np.uint8)
     temp = np.zeros(height * width * 3, dtype=np.uint8)
-    status = fd.decode_box(broken, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out,
-                           fd.DEFAULT_INTERPOLATION)
+    status = fd.decode_box(
+        broken, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out, fd.DEFAULT_INTERPOLATION
+    )
     assert status != 0 and not out.any()
     # the thread's decoder is reused: the next image decodes normally
-    assert fd.decode_box(data, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out,
-                         fd.DEFAULT_INTERPOLATION) == 0 and out.any()
+    assert (
+        fd.decode_box(
+            data, int(fd._JPG), height, width, 0, 0, height, width, False, temp, out, fd.DEFAULT_INTERPOLATION
+        )
+        == 0
+        and out.any()
+    )
 
 
 def test_raw_images_take_the_same_path(natural_jpegs: list) -> None:
@@ -175,8 +196,11 @@ def test_center_crop_is_deterministic_and_close_to_pil(natural_jpegs: list) -> N
         assert np.array_equal(out, again)
         top, left, h, w = fd.center_crop_box(height, width, 224 / 256)
         assert h == w == int(224 / 256 * min(height, width)) and top == (height - h) // 2 and left == (width - w) // 2
-        reference = np.asarray(Image.fromarray(image).resize((112, 112), Image.BILINEAR,
-                                                             box=fd.decoded_box(height, width, top, left, h, w, 112, 112)))
+        reference = np.asarray(
+            Image.fromarray(image).resize(
+                (112, 112), Image.BILINEAR, box=fd.decoded_box(height, width, top, left, h, w, 112, 112)
+            )
+        )
         assert psnr(out, reference) >= 30
 
 
@@ -196,8 +220,9 @@ def test_same_seed_same_batches_for_any_worker_count(demo_beton_root: Path) -> N
     from shufflenet_pl.data.ffcv import FFCVImageNetDataModule
 
     def module(workers: int, seed: int) -> FFCVImageNetDataModule:
-        data = FFCVImageNetDataModule(str(demo_beton_root), batch_size=20, num_workers=workers, train_res=40,
-                                      val_res=48, seed=seed)
+        data = FFCVImageNetDataModule(
+            str(demo_beton_root), batch_size=20, num_workers=workers, train_res=40, val_res=48, seed=seed
+        )
         data.setup("fit")
         return data
 
@@ -216,7 +241,7 @@ def test_same_seed_same_batches_for_any_worker_count(demo_beton_root: Path) -> N
     assert not torch.equal(fixed[0], fixed[1]) and torch.equal(fixed[0], fixed[2])
     assert one.train_loader.code is code
     # Resumed mid-epoch: the remaining batches are those of the uninterrupted epoch.
-    assert torch.equal(_epoch_images(two, 1, skip=4), epochs[1][4 * 20:])
+    assert torch.equal(_epoch_images(two, 1, skip=4), epochs[1][4 * 20 :])
     # Validation: deterministic and independent of the worker count.
     val = [torch.cat([images for images, _ in data.val_dataloader()]) for data in (one, two, one)]
     assert val[0].shape == (60, 3, 48, 48) and torch.equal(val[0], val[1]) and torch.equal(val[0], val[2])

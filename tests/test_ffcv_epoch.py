@@ -74,4 +74,3 @@ def test_inference_mode_gives_the_same_batches(demo_beton_root: Path) -> None:
     assert len(inference["batches"]) == len(plain["batches"]) == 3  # 60 images, batch 20
     for (x0, y0), (x1, y1) in zip(plain["batches"], inference["batches"]):
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
-

@@ -14,7 +14,7 @@ from conftest import REPO
 pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
 pytestmark = pytest.mark.slow
 
-FIT = r'''
+FIT = r"""
 import sys
 import lightning as L
 import torch
@@ -34,18 +34,25 @@ trainer = L.Trainer(max_epochs=2, limit_val_batches=0, accelerator="cpu", device
 trainer.fit(model, data)
 assert trainer.global_step == 2 * (200 // 16)
 torch.save(model.state_dict(), out)
-'''
+"""
 
 
 def _fit(root: Path, seed: int, out: Path, cli_env: dict) -> dict:
-    result = subprocess.run([sys.executable, "-c", FIT, str(root), str(seed), str(out)], cwd=REPO,
-                            env=dict(cli_env, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", FIT, str(root), str(seed), str(out)],
+        cwd=REPO,
+        env=dict(cli_env, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return torch.load(out, map_location="cpu")
 
 
-def test_two_ffcv_fits_with_the_same_seed_give_bitwise_equal_weights(demo_beton_root: Path, tmp_path: Path,
-                                                                      cli_env: dict) -> None:
+def test_two_ffcv_fits_with_the_same_seed_give_bitwise_equal_weights(
+    demo_beton_root: Path, tmp_path: Path, cli_env: dict
+) -> None:
     first = _fit(demo_beton_root, 7, tmp_path / "a.pt", cli_env)
     second = _fit(demo_beton_root, 7, tmp_path / "b.pt", cli_env)
     other = _fit(demo_beton_root, 8, tmp_path / "c.pt", cli_env)

@@ -87,11 +87,26 @@ def fit_demo_losses(root, tmp_path, accelerator: str, precision: str) -> "list[f
 
     L.seed_everything(0)
     data = ImageFolderDataModule(root=str(root), batch_size=32, num_workers=4, train_res=64, val_res=64)
-    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.05, weight_decay=0.0,
-                             schedule="cosine", warmup_epochs=1, channels_last=True)
+    module = ImageClassifier(
+        build_model("shufflenet_v2_x0_5", num_classes=10),
+        lr=0.05,
+        weight_decay=0.0,
+        schedule="cosine",
+        warmup_epochs=1,
+        channels_last=True,
+    )
     recorder = _TrainLosses()
-    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=10, logger=False,
-                        callbacks=[recorder], enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_epochs=10,
+        logger=False,
+        callbacks=[recorder],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=data)
     assert 0.0 <= trainer.callback_metrics["val/acc1"].item() <= 1.0
     return recorder.losses

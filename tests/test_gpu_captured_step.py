@@ -51,19 +51,35 @@ def _batches(n: int, size: int = 64, batch: int = 32) -> _Batches:
     return _Batches([(images, targets)] * n)
 
 
-def _fit(module: ImageClassifier, batches: _Batches, tmp_path, precision: str = "bf16-mixed", callbacks=()) -> List[float]:
+def _fit(
+    module: ImageClassifier, batches: _Batches, tmp_path, precision: str = "bf16-mixed", callbacks=()
+) -> List[float]:
     recorder = _Losses()
-    trainer = L.Trainer(accelerator="gpu", devices=1, precision=precision, max_epochs=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[recorder, *callbacks], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="gpu",
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder, *callbacks],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, train_dataloaders=batches)
     return [float(loss) for loss in recorder.losses]
 
 
 def _module(**kwargs) -> ImageClassifier:
     torch.manual_seed(0)
-    return ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), weight_decay=0.0,
-                           schedule="constant", channels_last=True, **{"lr": 0.05, **kwargs})
+    return ImageClassifier(
+        build_model("shufflenet_v2_x0_5", num_classes=10),
+        weight_decay=0.0,
+        schedule="constant",
+        channels_last=True,
+        **{"lr": 0.05, **kwargs},
+    )
 
 
 def test_captured_step_trains_in_fit(tmp_path) -> None:

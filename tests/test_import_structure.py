@@ -36,8 +36,10 @@ def top_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
                 for field in ("body", "orelse", "finalbody", "handlers"):
                     child = getattr(node, field, None)
                     if isinstance(child, list):
-                        visit([c for c in child if isinstance(c, ast.stmt)] +
-                              [s for h in child if isinstance(h, ast.ExceptHandler) for s in h.body])
+                        visit(
+                            [c for c in child if isinstance(c, ast.stmt)]
+                            + [s for h in child if isinstance(h, ast.ExceptHandler) for s in h.body]
+                        )
 
     visit(tree.body)
     return found
@@ -81,7 +83,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -121,7 +123,9 @@ def test_detects_a_cycle(tmp_path: Path) -> None:
     (pkg / "__init__.py").write_text("")
     (pkg / "data" / "__init__.py").write_text("from .a import x\n")
     (pkg / "data" / "a.py").write_text("from .b import y\nx = 1\n")
-    (pkg / "data" / "b.py").write_text("try:\n    from shufflenet_pl.data import a\nexcept ImportError:\n    pass\ny = 2\n")
+    (pkg / "data" / "b.py").write_text(
+        "try:\n    from shufflenet_pl.data import a\nexcept ImportError:\n    pass\ny = 2\n"
+    )
     (pkg / "lazy.py").write_text("def f():\n    from shufflenet_pl import lazy2\n")
     (pkg / "lazy2.py").write_text("from shufflenet_pl import lazy\n")
     graph = parent_package_edges_are_not_cycles(import_graph(tmp_path))

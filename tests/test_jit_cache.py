@@ -2,6 +2,7 @@
 stable across processes, it lives where the docs say, and a second start of the datamodule's
 pipelines in a fresh process skips the JIT (the one timing assertion of issue 13)."""
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ def _add_one(x):
     return x + 1
 
 
-def test_cache_key_is_stable_for_equal_closures_and_differs_for_other_contents(tmp_path: Path,
-                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_key_is_stable_for_equal_closures_and_differs_for_other_contents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two dispatchers of the same function (each with its own random uuid, as in two processes)
     and equal arrays give one key; another array content gives another."""
     monkeypatch.setenv(jit_cache.ENV, str(tmp_path))
@@ -75,10 +77,12 @@ def test_second_start_of_the_pipelines_skips_the_jit(demo_beton_root: Path, tmp_
     cache = tmp_path / "cache"
     first = start_once(demo_beton_root, cache)
     second = start_once(demo_beton_root, cache)
-    print(f"pipeline warm-up, train + val loader: first start {first['warmup_s']:.2f} s "
-          f"(train {first['train_s']:.2f}, val {first['val_s']:.2f}), second start {second['warmup_s']:.2f} s "
-          f"(train {second['train_s']:.2f}, val {second['val_s']:.2f}); import of the datamodule "
-          f"{first['import_s']:.2f} s, then {second['import_s']:.2f} s")
+    print(
+        f"pipeline warm-up, train + val loader: first start {first['warmup_s']:.2f} s "
+        f"(train {first['train_s']:.2f}, val {first['val_s']:.2f}), second start {second['warmup_s']:.2f} s "
+        f"(train {second['train_s']:.2f}, val {second['val_s']:.2f}); import of the datamodule "
+        f"{first['import_s']:.2f} s, then {second['import_s']:.2f} s"
+    )
     assert list(cache.rglob("*.nbi"))
     assert second["warmup_s"] <= 3.0, (first, second)
     assert second["warmup_s"] < first["warmup_s"] / 3, (first, second)
@@ -95,7 +99,7 @@ def test_index_keeps_the_newest_entries_in_files_of_their_own(tmp_path: Path, mo
         for value in range(5):
             assert Compiler.compile(_closure(np.full(1, float(value)), njit(_add_one)))(1.0) == 2.0 + value
     (index,) = [p for p in tmp_path.rglob("*.nbi") if "_closure" in p.name]
-    data_files = sorted(index.parent.glob(index.name[:-len(".nbi")] + ".*.nbc"))
+    data_files = sorted(index.parent.glob(index.name[: -len(".nbi")] + ".*.nbc"))
     assert len(data_files) == 3
     with jit_cache.pipeline_cache():
         newest = Compiler.compile(_closure(np.full(1, 4.0), njit(_add_one)))
@@ -109,8 +113,14 @@ def _import_decode_stage(env: dict) -> "subprocess.CompletedProcess[str]":
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", "import shufflenet_pl.data.ffcv_decode"], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **env}, cwd=Path(__file__).resolve().parents[1])
+    return subprocess.run(
+        [sys.executable, "-c", "import shufflenet_pl.data.ffcv_decode"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
 def test_box_kernel_is_built_once_into_the_cache_folder(tmp_path: Path) -> None:
@@ -129,8 +139,13 @@ def test_box_kernel_is_built_once_into_the_cache_folder(tmp_path: Path) -> None:
     assert library.read_bytes()[:4] == b"\x7fELF"
     failed = _import_decode_stage({jit_cache.ENV: str(tmp_path / "empty"), "CC": "/nonexistent/cc"})
     assert failed.returncode != 0
-    assert failed.stderr.strip().splitlines()[-1].startswith("ImportError: the FFCV decode stage compiles a small C "
-                                                              "kernel and needs a C compiler (tried /nonexistent/cc")
+    assert (
+        failed.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "ImportError: the FFCV decode stage compiles a small C kernel and needs a C compiler (tried /nonexistent/cc"
+        )
+    )
 
 
 def test_box_kernel_without_a_cache_folder_leaves_nothing_behind(tmp_path: Path) -> None:

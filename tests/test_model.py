@@ -22,9 +22,19 @@ from shufflenet_pl.models import (
 
 WIDTHS = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
 # torchvision's metadata for the published weights.
-PARAMS = {"shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604, "shufflenet_v2_x1_5": 3_503_624, "shufflenet_v2_x2_0": 7_393_996}
+PARAMS = {
+    "shufflenet_v2_x0_5": 1_366_792,
+    "shufflenet_v2_x1_0": 2_278_604,
+    "shufflenet_v2_x1_5": 3_503_624,
+    "shufflenet_v2_x2_0": 7_393_996,
+}
 # The paper's Table 8 complexity in MFLOPs (multiply-adds).
-PAPER_MFLOPS = {"shufflenet_v2_x0_5": 41, "shufflenet_v2_x1_0": 146, "shufflenet_v2_x1_5": 299, "shufflenet_v2_x2_0": 591}
+PAPER_MFLOPS = {
+    "shufflenet_v2_x0_5": 41,
+    "shufflenet_v2_x1_0": 146,
+    "shufflenet_v2_x1_5": 299,
+    "shufflenet_v2_x2_0": 591,
+}
 # Table 5 stage output channels (conv1, stage2, stage3, stage4, conv5).
 TABLE5 = {
     "shufflenet_v2_x0_5": [24, 48, 96, 192, 1024],
@@ -64,7 +74,11 @@ def test_table5_stage_shapes(name: str) -> None:
         assert x.shape == (1, c[0], 112, 112)
         x = model.maxpool(x)
         assert x.shape == (1, c[0], 56, 56)
-        for stage, channels, side, repeats in ((model.stage2, c[1], 28, 4), (model.stage3, c[2], 14, 8), (model.stage4, c[3], 7, 4)):
+        for stage, channels, side, repeats in (
+            (model.stage2, c[1], 28, 4),
+            (model.stage3, c[2], 14, 8),
+            (model.stage4, c[3], 7, 4),
+        ):
             assert len(stage) == repeats
             assert stage[0].stride == 2 and all(unit.stride == 1 for unit in stage[1:])
             x = stage(x)
@@ -130,8 +144,18 @@ def test_import_weights_tool_writes_loadable_state_dict(tmp_path) -> None:
     source, output = tmp_path / "tv.pth", tmp_path / "out" / "x0_5.pt"
     torch.save(theirs.state_dict(), source)
     result = subprocess.run(
-        [sys.executable, "-m", "shufflenet_pl.cli", "import-weights", str(source), str(output), "--model", "shufflenet_v2_x0_5"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "shufflenet_pl.cli",
+            "import-weights",
+            str(source),
+            str(output),
+            "--model",
+            "shufflenet_v2_x0_5",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     loaded = torch.load(output, weights_only=True)
@@ -139,7 +163,8 @@ def test_import_weights_tool_writes_loadable_state_dict(tmp_path) -> None:
         torch.testing.assert_close(loaded[key], value)
     bad = subprocess.run(
         [sys.executable, "-m", "shufflenet_pl.cli", "import-weights", str(tmp_path / "missing.pth"), str(output)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode == 2 and "missing.pth does not exist" in bad.stderr
 
@@ -174,7 +199,9 @@ def test_channels_last_matches_contiguous() -> None:
     with torch.no_grad():
         reference = model(x)
         model = model.to(memory_format=torch.channels_last)
-        torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last)), reference, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            model(x.contiguous(memory_format=torch.channels_last)), reference, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_torchscript_matches_eager() -> None:
@@ -223,6 +250,10 @@ def test_registry() -> None:
 
 
 def test_models_package_imports_torch_only() -> None:
-    code = "import sys, shufflenet_pl.models; bad = [m for m in ('lightning', 'ffcv', 'wandb', 'pytorch_lightning') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    code = (
+        "import sys, shufflenet_pl.models; "
+        "bad = [m for m in ('lightning', 'ffcv', 'wandb', 'pytorch_lightning') if m in sys.modules]; "
+        "print(bad); sys.exit(bool(bad))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -20,19 +20,24 @@ def test_no_weight_decay_on_batchnorm_and_bias() -> None:
     no_decay_ids = {id(p) for p in no_decay["params"]}
     assert bn_params <= no_decay_ids
     assert id(model.fc.bias) in no_decay_ids and id(model.fc.weight) in decay_ids
-    assert all(p.ndim == 4 for m in model.modules() if isinstance(m, nn.Conv2d) for p in [m.weight] if id(p) in decay_ids)
+    assert all(
+        p.ndim == 4 for m in model.modules() if isinstance(m, nn.Conv2d) for p in [m.weight] if id(p) in decay_ids
+    )
     assert decay["weight_decay"] == 4e-5 and no_decay["weight_decay"] == 0.0
     assert len(decay_ids) + len(no_decay_ids) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"lr": 0.0}, "model.lr"),
-    ({"momentum": 1.5}, "model.momentum"),
-    ({"label_smoothing": 1.0}, "model.label_smoothing"),
-    ({"ema_decay": 1.0}, "model.ema_decay"),
-    ({"schedule": "exp"}, "model.schedule"),
-    ({"momentum": 0.0, "nesterov": True}, "model.nesterov"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"lr": 0.0}, "model.lr"),
+        ({"momentum": 1.5}, "model.momentum"),
+        ({"label_smoothing": 1.0}, "model.label_smoothing"),
+        ({"ema_decay": 1.0}, "model.ema_decay"),
+        ({"schedule": "exp"}, "model.schedule"),
+        ({"momentum": 0.0, "nesterov": True}, "model.nesterov"),
+    ],
+)
 def test_bad_hyperparameters_name_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ValueError, match=key):
         ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), **kwargs)
@@ -49,16 +54,24 @@ def test_per_step_schedule_and_ema(tmp_path) -> None:
     """LR follows warmup+cosine per optimizer step; the EMA copy moves towards the weights and is
     what validation uses."""
     torch.manual_seed(0)
-    module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.1, schedule="cosine",
-                             warmup_epochs=1, ema_decay=0.5)
+    module = ImageClassifier(
+        build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.1, schedule="cosine", warmup_epochs=1, ema_decay=0.5
+    )
     lrs = []
 
     class RecordLR(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[RecordLR()], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[RecordLR()],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, _tiny_loader(), _tiny_loader())
     # 4 steps per epoch: warmup over steps 0-3, cosine over 4-7.
     assert lrs[:5] == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1])
@@ -78,11 +91,23 @@ def test_last_checkpoint_is_refreshed_when_the_metric_does_not_improve(tmp_path,
         def on_validation_epoch_end(self, trainer, pl_module):
             pl_module.log("score", -float(trainer.current_epoch))
 
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="score", mode="max", save_last=True,
-                                 filename="best-{epoch}", save_on_train_epoch_end=on_train_epoch_end)
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        monitor="score",
+        mode="max",
+        save_last=True,
+        filename="best-{epoch}",
+        save_on_train_epoch_end=on_train_epoch_end,
+    )
     module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.01, schedule="constant")
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        callbacks=[WorseEveryEpoch(), checkpoint], default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[WorseEveryEpoch(), checkpoint],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, _tiny_loader(), _tiny_loader())
     last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False, map_location="cpu")
     assert last["global_step"] == trainer.global_step == 12
@@ -91,9 +116,18 @@ def test_last_checkpoint_is_refreshed_when_the_metric_does_not_improve(tmp_path,
 
 
 def _fit_one_step(module: ImageClassifier, tmp_path, callbacks=()) -> L.Trainer:
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, callbacks=list(callbacks), default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, _tiny_loader())
     return trainer
 
@@ -156,14 +190,21 @@ def test_validation_uses_the_ema_weights(tmp_path) -> None:
         with torch.no_grad():
             logits = torch.cat([network(x) for x, _ in loader])
         targets = torch.cat([y for _, y in loader])
-        return (nn.functional.cross_entropy(logits, targets).item(),
-                (logits.argmax(1) == targets).float().mean().item())
+        return (
+            nn.functional.cross_entropy(logits, targets).item(),
+            (logits.argmax(1) == targets).float().mean().item(),
+        )
 
     ema_loss, ema_acc1 = metrics(module.ema_model.module)
     raw_loss, _ = metrics(module.model)
     assert abs(ema_loss - raw_loss) > 0.1, (ema_loss, raw_loss)  # the test can tell the two apart
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     (result,) = trainer.validate(module, loader, verbose=False)
     assert result["val/loss"] == pytest.approx(ema_loss, rel=1e-4)
     assert result["val/acc1"] == pytest.approx(ema_acc1, abs=1e-6)
@@ -198,9 +239,16 @@ def test_training_steps_do_not_read_values_back_from_the_device(tmp_path) -> Non
 
     bar = LogFriendlyProgressBar(interactive=False, log_every_percent=10)
     module = ImageClassifier(build_model("shufflenet_v2_x0_5", num_classes=10), lr=0.1, schedule="cosine")
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, log_every_n_steps=100, callbacks=[Window(), bar],
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=100,
+        callbacks=[Window(), bar],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(_tiny_loader(96).dataset, batch_size=8))
     steps_counted = trainer.num_training_batches - 2
     assert steps_counted == 10

@@ -138,8 +138,9 @@ def test_refuses_a_sorted_folder_and_a_bad_csv(flat: Path, solution_csv: Path, t
 
 
 @pytest.mark.parametrize("link", ["move", "hardlink"])
-def test_an_error_midway_leaves_the_flat_folder_as_it_was(flat: Path, solution_csv: Path,
-                                                          monkeypatch: pytest.MonkeyPatch, link: str) -> None:
+def test_an_error_midway_leaves_the_flat_folder_as_it_was(
+    flat: Path, solution_csv: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
     real_place, calls = prep._place, []
 
     def failing_place(source: Path, target: Path, mode: str) -> None:

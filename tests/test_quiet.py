@@ -14,8 +14,12 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
-from shufflenet_pl.quiet import (ConciseModelSummary, LogFriendlyProgressBar, make_trainer_quiet,
-                                 silence_third_party_noise)
+from shufflenet_pl.quiet import (
+    ConciseModelSummary,
+    LogFriendlyProgressBar,
+    make_trainer_quiet,
+    silence_third_party_noise,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,13 +45,23 @@ class TinyModule(LightningModule):
 
 def loader(n: int) -> DataLoader:
     generator = torch.Generator().manual_seed(0)
-    return DataLoader(TensorDataset(torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator)),
-                      batch_size=1)
+    return DataLoader(
+        TensorDataset(torch.randn(n, 4, generator=generator), torch.randint(0, 2, (n,), generator=generator)),
+        batch_size=1,
+    )
 
 
 def fit(tmp_path: Path, bar: LogFriendlyProgressBar) -> None:
-    trainer = Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      callbacks=[bar], default_root_dir=tmp_path, enable_model_summary=False)
+    trainer = Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[bar],
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+    )
     trainer.fit(TinyModule(), loader(40), loader(8))
 
 
@@ -57,7 +71,8 @@ def test_progress_to_a_file_is_plain_lines(tmp_path: Path, capsys: pytest.Captur
     assert "\r" not in out
     lines = [line for line in out.splitlines() if line.startswith("Epoch ")]
     assert [line.split(" [")[0] for line in lines if "%" in line] == [
-        f"Epoch {e}: {p:3d}% {n}/40" for e in (0, 1) for p, n in ((25, 10), (50, 20), (75, 30), (100, 40))]
+        f"Epoch {e}: {p:3d}% {n}/40" for e in (0, 1) for p, n in ((25, 10), (50, 20), (75, 30), (100, 40))
+    ]
     assert "train/loss=" in lines[0] and "v_num" not in out
     assert sum("validation val/acc1=" in line for line in lines) == 2  # one per epoch, none for the sanity check
 
@@ -84,8 +99,15 @@ def test_make_trainer_quiet_swaps_only_lightnings_defaults(tmp_path: Path) -> No
 
 
 def test_summary_without_counted_flops_has_no_flops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, default_root_dir=tmp_path, limit_val_batches=0)
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        limit_val_batches=0,
+    )
     make_trainer_quiet(trainer)
     with caplog.at_level(logging.INFO):
         trainer.fit(TinyModule(), loader(4))
@@ -109,7 +131,13 @@ def test_third_party_noise_is_dropped(tmp_path: Path, caplog: pytest.LogCaptureF
 
 
 def test_cli_help_says_whole_sentences() -> None:
-    out = subprocess.run([sys.executable, "-m", "shufflenet_pl.cli", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "shufflenet_pl.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    ).stdout
     assert "never run on your" not in out and "Useful to" not in out
     assert "resumes from a checkpoint" in out and "prepare-imagenet" in out

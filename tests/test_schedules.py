@@ -26,16 +26,19 @@ def test_linear_is_linear_and_cosine_is_half_at_midpoint() -> None:
 
 
 def test_step_schedule() -> None:
-    assert [lr_factor(s, 100, 0, "step", milestones=[30, 60], gamma=0.1) for s in (0, 29, 30, 59, 60, 99)] == pytest.approx(
-        [1, 1, 0.1, 0.1, 0.01, 0.01]
-    )
+    assert [
+        lr_factor(s, 100, 0, "step", milestones=[30, 60], gamma=0.1) for s in (0, 29, 30, 59, 60, 99)
+    ] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"total_steps": 0}, "total_steps"),
-    ({"total_steps": 10, "warmup_steps": 11}, "warmup_steps"),
-    ({"total_steps": 10, "schedule": "exp"}, "unknown schedule 'exp'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"total_steps": 0}, "total_steps"),
+        ({"total_steps": 10, "warmup_steps": 11}, "warmup_steps"),
+        ({"total_steps": 10, "schedule": "exp"}, "unknown schedule 'exp'"),
+    ],
+)
 def test_bad_arguments_name_the_value(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         lr_factor(step=5, **kwargs)

@@ -50,8 +50,9 @@ class SleepyDataModule(L.LightningDataModule):
         num_classes: label count.
     """
 
-    def __init__(self, batch_size: int = 8, train_batches: int = 12, seconds_per_image: float = 0.005,
-                 num_classes: int = 4) -> None:
+    def __init__(
+        self, batch_size: int = 8, train_batches: int = 12, seconds_per_image: float = 0.005, num_classes: int = 4
+    ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.train_batches = train_batches
@@ -61,7 +62,9 @@ class SleepyDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         world_size = self.trainer.world_size if self.trainer is not None else 1
         self.per_device = self.batch_size // world_size
-        self.train_set = SleepyImages(self.per_device * self.train_batches * world_size, self.num_classes, self.seconds_per_image)
+        self.train_set = SleepyImages(
+            self.per_device * self.train_batches * world_size, self.num_classes, self.seconds_per_image
+        )
         self.val_set = SleepyImages(32, self.num_classes, 0.0)
 
     def train_dataloader(self) -> DataLoader:
@@ -103,8 +106,9 @@ class WallClock(L.Callback):
         self.batch_end.append(time.perf_counter())
 
 
-def _fit_in_process(tmp_path: Path, seconds_per_image: float, seconds_per_step: float, batch: int, batches: int,
-                    every: int) -> Tuple[List[dict], WallClock]:
+def _fit_in_process(
+    tmp_path: Path, seconds_per_image: float, seconds_per_step: float, batch: int, batches: int, every: int
+) -> Tuple[List[dict], WallClock]:
     from lightning.pytorch.loggers import CSVLogger
 
     from shufflenet_pl.callbacks import ThroughputMonitor
@@ -112,9 +116,16 @@ def _fit_in_process(tmp_path: Path, seconds_per_image: float, seconds_per_step: 
 
     clock = WallClock()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=every,
-        logger=CSVLogger(tmp_path, name="run"), callbacks=[clock, ThroughputMonitor()],  # clock's hooks run first
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=every,
+        logger=CSVLogger(tmp_path, name="run"),
+        callbacks=[clock, ThroughputMonitor()],  # clock's hooks run first
     )
     data = SleepyDataModule(batch, batches, seconds_per_image)
     model = ImageClassifier(SleepyNet(seconds_per_step=seconds_per_step), lr=0.01, schedule="constant")
@@ -124,8 +135,11 @@ def _fit_in_process(tmp_path: Path, seconds_per_image: float, seconds_per_step: 
     return [row for row in rows if "perf/step_time_ms" in row], clock
 
 
-@pytest.mark.parametrize("seconds_per_image, seconds_per_step", [(0.01, 0.05), (0.0, 0.1), (0.0125, 0.0)],
-                         ids=["mixed", "compute-bound", "loader-bound"])
+@pytest.mark.parametrize(
+    "seconds_per_image, seconds_per_step",
+    [(0.01, 0.05), (0.0, 0.1), (0.0125, 0.0)],
+    ids=["mixed", "compute-bound", "loader-bound"],
+)
 def test_throughput_matches_known_sleeps(tmp_path: Path, seconds_per_image: float, seconds_per_step: float) -> None:
     """8 images per step at ``seconds_per_image`` each (read in the main process) plus
     ``seconds_per_step`` of compute. Each window's data wait must hold the loader's sleeps and its
@@ -179,15 +193,39 @@ def test_images_seen_survives_a_checkpoint() -> None:
         ThroughputMonitor(log_every_n_steps=-1)
 
 
-def _sleepy_cli_args(root: Path, batch: int, batches: int, seconds_per_image: float, seconds_per_step: float) -> List[str]:
+def _sleepy_cli_args(
+    root: Path, batch: int, batches: int, seconds_per_image: float, seconds_per_step: float
+) -> List[str]:
     return [
-        "fit", "--config", str(REPO / "configs" / "experiment" / "demo.yaml"),
-        "--model.model", "test_throughput.SleepyNet", "--model.model.seconds_per_step", str(seconds_per_step),
-        "--model.lr", "0.01", "--model.warmup_epochs", "0",
-        "--data", "test_throughput.SleepyDataModule", "--data.batch_size", str(batch),
-        "--data.train_batches", str(batches), "--data.seconds_per_image", str(seconds_per_image),
-        "--trainer.default_root_dir", str(root), "--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "4",
-        "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
+        "fit",
+        "--config",
+        str(REPO / "configs" / "experiment" / "demo.yaml"),
+        "--model.model",
+        "test_throughput.SleepyNet",
+        "--model.model.seconds_per_step",
+        str(seconds_per_step),
+        "--model.lr",
+        "0.01",
+        "--model.warmup_epochs",
+        "0",
+        "--data",
+        "test_throughput.SleepyDataModule",
+        "--data.batch_size",
+        str(batch),
+        "--data.train_batches",
+        str(batches),
+        "--data.seconds_per_image",
+        str(seconds_per_image),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.log_every_n_steps",
+        "4",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.num_sanity_val_steps",
+        "0",
     ]
 
 
@@ -206,9 +244,18 @@ def test_ddp_throughput_is_summed_over_ranks_and_only_rank0_writes_a_run(cli_env
 
     global_batch, batches, per_image, per_step = 16, 12, 0.02, 0.02
     result = run_cli(
-        [*_sleepy_cli_args(tmp_path / "out", global_batch, batches, per_image, per_step),
-         "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
-        cwd=tmp_path, env=offline_env(cli_env, tmp_path), timeout=300,
+        [
+            *_sleepy_cli_args(tmp_path / "out", global_batch, batches, per_image, per_step),
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        env=offline_env(cli_env, tmp_path),
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     wandb_files = {os.path.realpath(p) for p in glob.glob(str(tmp_path / "**" / "*.wandb"), recursive=True)}
@@ -221,7 +268,9 @@ def test_ddp_throughput_is_summed_over_ranks_and_only_rank0_writes_a_run(cli_env
     for row in rows:
         # The job's rate is the sum of the ranks' rates; each rank's is its images over its step time.
         assert row["perf/images_per_sec"] == pytest.approx(2 * row["perf/images_per_sec_per_device"], rel=1e-9)
-        assert row["perf/images_per_sec_per_device"] == pytest.approx(1000 * per_device / row["perf/step_time_ms"], rel=0.05)
+        assert row["perf/images_per_sec_per_device"] == pytest.approx(
+            1000 * per_device / row["perf/step_time_ms"], rel=0.05
+        )
     for row in rows[:-1]:  # the last window ends the epoch, where the loader has no next batch to fetch
         # Data wait holds the loader's sleeps, compute the network's (the loop's own work comes on
         # top); the step is not inflated by validation or by counting both ranks.

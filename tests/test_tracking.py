@@ -14,6 +14,8 @@ from typing import Dict, List
 import pytest
 from jsonargparse import Namespace
 
+from shufflenet_pl.tracking.reader import RunFiles
+
 from conftest import REPO
 from test_throughput import offline_env
 
@@ -33,8 +35,15 @@ def no_wandb_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def _cli(args: List[str], cwd: Path, env: Dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     # stdin is not a terminal, as in a batch job: wandb must neither prompt nor wait.
-    return subprocess.run([sys.executable, "-m", "shufflenet_pl.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "shufflenet_pl.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # --- the mode decision ----------------------------------------------------------------------
@@ -48,8 +57,9 @@ def test_offline_without_credentials(no_wandb_env: None) -> None:
     assert mode == "offline" and reason == "no W&B API key in WANDB_API_KEY or ~/.netrc"
 
 
-def test_online_with_a_netrc_entry_for_the_wandb_host(no_wandb_env: None, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_online_with_a_netrc_entry_for_the_wandb_host(
+    no_wandb_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shufflenet_pl.tracking import resolve_wandb_mode
 
     netrc = tmp_path / "netrc"
@@ -81,18 +91,33 @@ def test_explicit_mode_and_wandb_mode_win(no_wandb_env: None, monkeypatch: pytes
 # --- the launcher's job environment -------------------------------------------------------
 
 
-def test_logger_takes_run_id_folder_and_resources_from_the_job(no_wandb_env: None, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_logger_takes_run_id_folder_and_resources_from_the_job(
+    no_wandb_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shufflenet_pl.tracking import WandbLogger, run_context
 
     job = tmp_path / "job"
     job.mkdir()
-    launch = {"nodes": 4, "gpus": 8, "partition": "gpu", "account": "vision", "job_id": "1234", "array_index": 2,
-              "command": ["shufflenet-pl", "fit"]}
+    launch = {
+        "nodes": 4,
+        "gpus": 8,
+        "partition": "gpu",
+        "account": "vision",
+        "job_id": "1234",
+        "array_index": 2,
+        "command": ["shufflenet-pl", "fit"],
+    }
     (job / "launch.json").write_text(json.dumps(launch))
-    for key, value in {"WANDB_RUN_ID": "job1234x2", "WANDB_RESUME": "allow", "WANDB_DIR": str(job),
-                       "SHUFFLENET_PL_JOB_DIR": str(job), "SLURM_JOB_ID": "1234", "SLURM_RESTART_COUNT": "1",
-                       "SLURM_JOB_PARTITION": "gpu", "SLURM_JOB_NUM_NODES": "4"}.items():
+    for key, value in {
+        "WANDB_RUN_ID": "job1234x2",
+        "WANDB_RESUME": "allow",
+        "WANDB_DIR": str(job),
+        "SHUFFLENET_PL_JOB_DIR": str(job),
+        "SLURM_JOB_ID": "1234",
+        "SLURM_RESTART_COUNT": "1",
+        "SLURM_JOB_PARTITION": "gpu",
+        "SLURM_JOB_NUM_NODES": "4",
+    }.items():
         monkeypatch.setenv(key, value)
     logger = WandbLogger()
     assert logger.version == "job1234x2" and logger.save_dir == str(job)
@@ -105,8 +130,15 @@ def test_logger_takes_run_id_folder_and_resources_from_the_job(no_wandb_env: Non
     if HAS_GIT:
         assert re.fullmatch(r"[0-9a-f]{40}", context["git"]["commit"])
     # Outside a job: a fresh id per run (chosen by wandb), the trainer's folder.
-    for key in ("WANDB_RUN_ID", "WANDB_DIR", "SHUFFLENET_PL_JOB_DIR", "SLURM_JOB_ID", "SLURM_RESTART_COUNT",
-                "SLURM_JOB_PARTITION", "SLURM_JOB_NUM_NODES"):
+    for key in (
+        "WANDB_RUN_ID",
+        "WANDB_DIR",
+        "SHUFFLENET_PL_JOB_DIR",
+        "SLURM_JOB_ID",
+        "SLURM_RESTART_COUNT",
+        "SLURM_JOB_PARTITION",
+        "SLURM_JOB_NUM_NODES",
+    ):
         monkeypatch.delenv(key)
     logger = WandbLogger(project="p", group="widths", tags=["x0_5"])
     logger.apply_cli_defaults("runs/demo", "validate")
@@ -115,8 +147,9 @@ def test_logger_takes_run_id_folder_and_resources_from_the_job(no_wandb_env: Non
     assert "launch" not in run_context() and "slurm" not in run_context()
 
 
-def test_unreadable_launch_json_warns_and_goes_on(no_wandb_env: None, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_launch_json_warns_and_goes_on(
+    no_wandb_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from shufflenet_pl.tracking.wandb_logger import job_resources
 
     monkeypatch.setenv("SHUFFLENET_PL_JOB_DIR", str(tmp_path))
@@ -129,7 +162,9 @@ def test_no_wandb_replaces_only_wandb_loggers() -> None:
     from shufflenet_pl.tracking.wandb_logger import remove_wandb_loggers
 
     wandb = Namespace(class_path="shufflenet_pl.tracking.WandbLogger", init_args=Namespace(project="p"))
-    tensorboard = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(save_dir="tb"))
+    tensorboard = Namespace(
+        class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(save_dir="tb")
+    )
     trainer = Namespace(logger=wandb, default_root_dir="runs/demo")
     assert remove_wandb_loggers(trainer)
     assert trainer.logger.class_path == "lightning.pytorch.loggers.CSVLogger"
@@ -163,27 +198,44 @@ def test_cli_logs_to_wandb_by_default_and_to_csv_with_no_wandb(no_wandb_env: Non
 # --- reading runs back, merging a requeued job, plotting ---------------------------------
 
 
-def _part(run_id: str, start: float, rows: List[dict], best: float) -> "RunFiles":
-    from shufflenet_pl.tracking.reader import RunFiles
-
-    return RunFiles(path=Path(f"offline-run-{start:.0f}-{run_id}"), run_id=run_id, start_time=start,
-                    history=[{"_step": i, **row} for i, row in enumerate(rows)], summary={"val/acc1": {"max": best}},
-                    config={"slurm": {"restart_count": str(int(start))}})
+def _part(run_id: str, start: float, rows: List[dict], best: float) -> RunFiles:
+    return RunFiles(
+        path=Path(f"offline-run-{start:.0f}-{run_id}"),
+        run_id=run_id,
+        start_time=start,
+        history=[{"_step": i, **row} for i, row in enumerate(rows)],
+        summary={"val/acc1": {"max": best}},
+        config={"slurm": {"restart_count": str(int(start))}},
+    )
 
 
 def test_merge_drops_the_steps_a_requeued_job_redid() -> None:
     from shufflenet_pl.tracking.reader import _merge
 
-    first = _part("abc", 0, [
-        {"trainer/global_step": 3, "trainer/images_seen": 64, "perf/images_per_sec": 10.0},
-        {"trainer/global_step": 3, "val/acc1": 0.2},
-        {"trainer/global_step": 7, "trainer/images_seen": 128, "perf/images_per_sec": 11.0},  # lost: not checkpointed
-    ], best=0.2)
-    second = _part("abc", 1, [
-        {"trainer/global_step": 7, "trainer/images_seen": 128, "perf/images_per_sec": 12.0},  # redone from step 4
-        {"trainer/global_step": 7, "val/acc1": 0.5},
-        {"trainer/global_step": 11, "trainer/images_seen": 192, "perf/images_per_sec": 13.0},
-    ], best=0.5)
+    first = _part(
+        "abc",
+        0,
+        [
+            {"trainer/global_step": 3, "trainer/images_seen": 64, "perf/images_per_sec": 10.0},
+            {"trainer/global_step": 3, "val/acc1": 0.2},
+            {
+                "trainer/global_step": 7,
+                "trainer/images_seen": 128,
+                "perf/images_per_sec": 11.0,
+            },  # lost: not checkpointed
+        ],
+        best=0.2,
+    )
+    second = _part(
+        "abc",
+        1,
+        [
+            {"trainer/global_step": 7, "trainer/images_seen": 128, "perf/images_per_sec": 12.0},  # redone from step 4
+            {"trainer/global_step": 7, "val/acc1": 0.5},
+            {"trainer/global_step": 11, "trainer/images_seen": 192, "perf/images_per_sec": 13.0},
+        ],
+        best=0.5,
+    )
     run = _merge([second, first])  # any order in, start order out
     assert [part.start_time for part in run.parts] == [0, 1]
     assert run.values("perf/images_per_sec") == [10.0, 12.0, 13.0]
@@ -199,10 +251,19 @@ def test_plot_draws_a_png_and_summarises(tmp_path: Path) -> None:
 
     rows = []
     for step in range(3, 40, 4):
-        rows.append({"trainer/global_step": step, "trainer/images_seen": 32 * (step + 1), "perf/images_per_sec": 100.0 + step,
-                     "perf/images_per_sec_per_device": 50.0 + step / 2, "perf/step_time_ms": 320.0,
-                     "perf/data_wait_share": 0.25, "perf/peak_host_memory_gb": 1.5, "train/loss": 2.0 - step / 40,
-                     "train/lr": 0.1})
+        rows.append(
+            {
+                "trainer/global_step": step,
+                "trainer/images_seen": 32 * (step + 1),
+                "perf/images_per_sec": 100.0 + step,
+                "perf/images_per_sec_per_device": 50.0 + step / 2,
+                "perf/step_time_ms": 320.0,
+                "perf/data_wait_share": 0.25,
+                "perf/peak_host_memory_gb": 1.5,
+                "train/loss": 2.0 - step / 40,
+                "train/lr": 0.1,
+            }
+        )
         if step % 8 == 7:
             rows.append({"trainer/global_step": step, "val/acc1": step / 50, "val/acc5": step / 40})
     run = _merge([_part("xyz", 0, rows, best=max(r.get("val/acc1", 0) for r in rows))])
@@ -229,8 +290,9 @@ def test_plot_command_names_a_missing_run(tmp_path: Path, capsys: pytest.Capture
 # --- dashboards ------------------------------------------------------------------------------
 
 
-def test_workspace_puts_accuracy_next_to_throughput_against_images_seen(no_wandb_env: None, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+def test_workspace_puts_accuracy_next_to_throughput_against_images_seen(
+    no_wandb_env: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from shufflenet_pl.tracking.dashboard import LAYOUT, build_report, build_workspace, dashboard_main, workspace_spec
 
     workspace = build_workspace("my-team", "shufflenet-pl")
@@ -275,8 +337,14 @@ def test_reader_reads_a_large_offline_run_and_a_truncated_one(tmp_path: Path, cl
         "    run.log({'trainer/global_step': i, 'train/loss': 1 / (i + 1), 'val/acc1': (i % 7) / 10})\n"
         "run.finish()\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=offline_env(cli_env, tmp_path), capture_output=True,
-                            text=True, timeout=180, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=offline_env(cli_env, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run = load_run(tmp_path)
     assert len(run.history) == 3000 and run.parts[0].exit_code == 0
@@ -299,19 +367,44 @@ def test_reader_reads_a_large_offline_run_and_a_truncated_one(tmp_path: Path, cl
 
 def _fit_args(demo_root: Path, out: Path) -> List[str]:
     return [
-        "fit", "--config", DEMO, "--data", "shufflenet_pl.data.ImageFolderDataModule",
-        "--data.init_args.root", str(demo_root), "--data.init_args.demo", "false",
-        "--data.init_args.batch_size", "16", "--data.init_args.train_res", "64", "--data.init_args.val_res", "64",
-        "--data.init_args.num_workers", "1", "--trainer.default_root_dir", str(out), "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2",
+        "fit",
+        "--config",
+        DEMO,
+        "--data",
+        "shufflenet_pl.data.ImageFolderDataModule",
+        "--data.init_args.root",
+        str(demo_root),
+        "--data.init_args.demo",
+        "false",
+        "--data.init_args.batch_size",
+        "16",
+        "--data.init_args.train_res",
+        "64",
+        "--data.init_args.val_res",
+        "64",
+        "--data.init_args.num_workers",
+        "1",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "2",
         "--trainer.enable_progress_bar",
-        "false", "--seed_everything", "0",
+        "false",
+        "--seed_everything",
+        "0",
     ]
 
 
 @pytest.mark.slow
-def test_fit_logs_offline_by_default_and_validate_reproduces_the_accuracy(demo_root: Path, cli_env: dict,
-                                                                          tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_fit_logs_offline_by_default_and_validate_reproduces_the_accuracy(
+    demo_root: Path, cli_env: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """No API key, no WANDB_MODE, stdin not a terminal: ``fit`` with the demo config runs offline,
     and its ``.wandb`` file holds the config, the commit, accuracy equal to what ``validate`` of the
     checkpoint gives, and throughput consistent with the step time."""
@@ -326,9 +419,21 @@ def test_fit_logs_offline_by_default_and_validate_reproduces_the_accuracy(demo_r
     assert f"wandb sync {run.parts[0].path.resolve()}" in fit.stderr
     assert len(run.parts) == 1 and run.parts[0].job_type == "fit"
     logged = {key for row in run.history for key in row}
-    assert {"train/loss", "train/lr", "val/loss", "val/acc1", "val/acc5", "epoch", "trainer/global_step",
-            "trainer/images_seen", "perf/images_per_sec", "perf/images_per_sec_per_device", "perf/step_time_ms",
-            "perf/data_wait_share", "perf/peak_host_memory_gb"} <= logged
+    assert {
+        "train/loss",
+        "train/lr",
+        "val/loss",
+        "val/acc1",
+        "val/acc5",
+        "epoch",
+        "trainer/global_step",
+        "trainer/images_seen",
+        "perf/images_per_sec",
+        "perf/images_per_sec_per_device",
+        "perf/step_time_ms",
+        "perf/data_wait_share",
+        "perf/peak_host_memory_gb",
+    } <= logged
 
     # Accuracy: one validation per epoch, in [0, 1]; the summary keeps the best.
     val_rows = [row for row in run.history if "val/acc1" in row]
@@ -357,8 +462,9 @@ def test_fit_logs_offline_by_default_and_validate_reproduces_the_accuracy(demo_r
 
     # The best checkpoint, validated again, gives the accuracy that the run's summary calls best.
     (best,) = (run_dir / "checkpoints").glob("best-*.ckpt")
-    validate = _cli(["validate", "--config", str(run_dir / "config.yaml"), "--ckpt_path", str(best)],
-                    cwd=tmp_path, env=env)
+    validate = _cli(
+        ["validate", "--config", str(run_dir / "config.yaml"), "--ckpt_path", str(best)], cwd=tmp_path, env=env
+    )
     assert validate.returncode == 0, validate.stderr[-3000:]
     (checked,) = [read_run_files(p) for p in find_run_files(out) if read_run_files(p).run_id != run.run_id]
     assert checked.job_type == "validate"  # a run of its own, with a fresh id
@@ -370,7 +476,8 @@ def test_fit_logs_offline_by_default_and_validate_reproduces_the_accuracy(demo_r
     printed = capsys.readouterr().out
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert float(re.search(r"best_val_acc1\s+(\S+)", printed).group(1)) == pytest.approx(
-        max(row["val/acc1"] for row in val_rows), abs=1e-4)
+        max(row["val/acc1"] for row in val_rows), abs=1e-4
+    )
 
 
 @pytest.mark.slow
@@ -381,17 +488,48 @@ def test_requeued_job_is_one_run(cli_env: dict, tmp_path: Path) -> None:
 
     job = tmp_path / "job"
     job.mkdir()
-    launch = {"nodes": 1, "gpus": 0, "partition": "debug", "account": "vision", "job_id": "42", "array_index": None,
-              "command": ["shufflenet-pl", "fit"]}
+    launch = {
+        "nodes": 1,
+        "gpus": 0,
+        "partition": "debug",
+        "account": "vision",
+        "job_id": "42",
+        "array_index": None,
+        "command": ["shufflenet-pl", "fit"],
+    }
     (job / "launch.json").write_text(json.dumps(launch))
     env = offline_env(cli_env, tmp_path)
-    env.update({"WANDB_RUN_ID": "job42run", "WANDB_RESUME": "allow", "WANDB_DIR": str(job),
-                "SHUFFLENET_PL_JOB_DIR": str(job), "SLURM_JOB_ID": "42", "SLURM_JOB_PARTITION": "debug",
-                "SLURM_RESTART_COUNT": "0"})
+    env.update(
+        {
+            "WANDB_RUN_ID": "job42run",
+            "WANDB_RESUME": "allow",
+            "WANDB_DIR": str(job),
+            "SHUFFLENET_PL_JOB_DIR": str(job),
+            "SLURM_JOB_ID": "42",
+            "SLURM_JOB_PARTITION": "debug",
+            "SLURM_RESTART_COUNT": "0",
+        }
+    )
     args = [
-        "fit", "--config", DEMO, "--model.model", "test_throughput.SleepyNet", "--model.model.seconds_per_step", "0",
-        "--data", "test_throughput.SleepyDataModule", "--data.batch_size", "16", "--data.train_batches", "6",
-        "--data.seconds_per_image", "0", "--trainer.log_every_n_steps", "2", "--trainer.enable_progress_bar", "false",
+        "fit",
+        "--config",
+        DEMO,
+        "--model.model",
+        "test_throughput.SleepyNet",
+        "--model.model.seconds_per_step",
+        "0",
+        "--data",
+        "test_throughput.SleepyDataModule",
+        "--data.batch_size",
+        "16",
+        "--data.train_batches",
+        "6",
+        "--data.seconds_per_image",
+        "0",
+        "--trainer.log_every_n_steps",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
     ]
     first = _cli([*args, "--trainer.max_epochs", "1"], cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -412,8 +550,14 @@ def test_requeued_job_is_one_run(cli_env: dict, tmp_path: Path) -> None:
     assert run.parts[0].config["slurm"]["restart_count"] == "0" and run.config["slurm"]["restart_count"] == "1"
     assert run.config["launch"] == {"job_dir": str(job), **launch} and run.config["slurm"]["job_id"] == "42"
     assert run.config["config"]["trainer"]["max_epochs"] == 2
-    dry_run = subprocess.run([WANDB_CLI, "sync", "--dry-run", str(job / "wandb")], env=env, capture_output=True,
-                             text=True, timeout=120, stdin=subprocess.DEVNULL)
+    dry_run = subprocess.run(
+        [WANDB_CLI, "sync", "--dry-run", str(job / "wandb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     listed = dry_run.stdout + dry_run.stderr
     assert "Would sync 2 run(s)" in listed, listed
     files = {os.path.realpath(line.split()[-1]) for line in listed.splitlines() if line.endswith(".wandb")}

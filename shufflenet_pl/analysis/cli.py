@@ -26,7 +26,9 @@ _EXAMPLES = """examples:
 """
 
 
-def load_model_for_analysis(weights: Path, model_name: Optional[str] = None, num_classes: Optional[int] = None) -> Tuple[nn.Module, str]:
+def load_model_for_analysis(
+    weights: Path, model_name: Optional[str] = None, num_classes: Optional[int] = None
+) -> Tuple[nn.Module, str]:
     """Build the model that ``weights`` (a state-dict file or Lightning checkpoint) fits and load it
     strictly. The width and class count are read from the file unless given.
 
@@ -50,7 +52,9 @@ def load_model_for_analysis(weights: Path, model_name: Optional[str] = None, num
             continue
         return model.eval(), name
     hint = "" if model_name else f" (tried {', '.join(candidates)})"
-    raise ValueError(f"{weights} does not fit {model_name or 'any registered width'} with {num_classes} classes{hint}: {errors[0]}")
+    raise ValueError(
+        f"{weights} does not fit {model_name or 'any registered width'} with {num_classes} classes{hint}: {errors[0]}"
+    )
 
 
 def _write_csv(path: Path, matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], fmt: str) -> None:
@@ -87,7 +91,9 @@ def _reuse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     try:
         if args.weights is not None:
-            model, name = load_model_for_analysis(args.weights, args.model and resolve_model_name(args.model), args.num_classes)
+            model, name = load_model_for_analysis(
+                args.weights, args.model and resolve_model_name(args.model), args.num_classes
+            )
         else:
             name = resolve_model_name(args.model or "shufflenet_v2_x1_0")
             model = build_model(name, num_classes=args.num_classes or 1000).eval()
@@ -121,9 +127,14 @@ def _reuse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     normalised = counts / np.diag(counts)[:, None]
     written = [
         save_heatmap(
-            normalised, out_dir / f"{stem}.png", labels, labels,
-            f"{name}: channels directly connected, block s -> block l (traced)\nnormalised by the stage width c; numbers are channel counts",
-            "share of block s's channels reaching block l", annotations=counts,
+            normalised,
+            out_dir / f"{stem}.png",
+            labels,
+            labels,
+            f"{name}: channels directly connected, block s -> block l (traced)\nnormalised by the stage "
+            "width c; numbers are channel counts",
+            "share of block s's channels reaching block l",
+            annotations=counts,
         )
     ]
     _write_csv(out_dir / f"{stem}.csv", counts, labels, labels, "{:d}")
@@ -139,15 +150,22 @@ def _reuse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         print("(each column divided by its largest entry; raw values in the CSV; 'stem' = conv1 + maxpool)")
         print(format_matrix(per_target, rows, labels, "{:.2f}"))
         profile = distance_profile(trace, empirical)
-        print("mean |w| per channel by distance j, relative to the adjacent block (1.00 = no decay; structural share r^j):")
+        print(
+            "mean |w| per channel by distance j, relative to the adjacent block (1.00 = no decay; "
+            "structural share r^j):"
+        )
         print("  j     " + "  ".join(f"{j:>5d}" for j in profile))
         print("  |w|   " + "  ".join(f"{v:5.2f}" for v in profile.values()))
-        print("  r^j   " + "  ".join(f"{REUSE_RATIO ** j:5.2f}" for j in profile))
+        print("  r^j   " + "  ".join(f"{REUSE_RATIO**j:5.2f}" for j in profile))
         stem = f"reuse_empirical_{name}_{args.weights.stem}"
         written.append(
             save_heatmap(
-                per_target, out_dir / f"{stem}.png", rows, labels,
-                f"{args.weights.name}: mean |w| of block l's first 1x1 conv\nover input channels computed by block s (per-column max = 1)",
+                per_target,
+                out_dir / f"{stem}.png",
+                rows,
+                labels,
+                f"{args.weights.name}: mean |w| of block l's first 1x1 conv\nover input channels computed "
+                "by block s (per-column max = 1)",
                 "mean |weight| / column max",
             )
         )
@@ -165,8 +183,11 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
     if args.image_size < 32 or args.batch_size < 1 or args.iterations < 1:
-        parser.exit(2, f"error: need --image-size >= 32, --batch-size >= 1, --iterations >= 1; got "
-                       f"{args.image_size}, {args.batch_size}, {args.iterations}\n")
+        parser.exit(
+            2,
+            f"error: need --image-size >= 32, --batch-size >= 1, --iterations >= 1; got "
+            f"{args.image_size}, {args.batch_size}, {args.iterations}\n",
+        )
     if args.threads is not None:
         if args.threads < 1:
             parser.exit(2, f"error: --threads must be >= 1, got {args.threads}\n")
@@ -179,7 +200,11 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.exit(2, "error: --device cuda but torch.cuda.is_available() is False; use --device cpu\n")
     autocast_dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[args.precision]
     modes = {"none": [], "infer": ["infer"], "train": ["train"], "both": ["infer", "train"]}[args.throughput]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} thread" + ("s" if torch.get_num_threads() > 1 else "")
+    )
     precision = {"32": "fp32", "bf16": "bf16 autocast", "16": "fp16 autocast"}[args.precision]
     if args.clock == "process" and device.type == "cuda":
         parser.exit(2, "error: --clock process times CPU work only; use --clock wall with --device cuda\n")
@@ -188,8 +213,19 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     total = len(names) * args.iterations * len(modes)
     with tqdm(total=total, desc="timing", unit="step", file=sys.stderr, disable=None if total else True) as bar:
-        reports = build_reports(names, args.image_size, modes, args.batch_size, device, args.iterations, args.warmup,
-                                args.channels_last, autocast_dtype, progress=bar.update, clock=args.clock)
+        reports = build_reports(
+            names,
+            args.image_size,
+            modes,
+            args.batch_size,
+            device,
+            args.iterations,
+            args.warmup,
+            args.channels_last,
+            autocast_dtype,
+            progress=bar.update,
+            clock=args.clock,
+        )
     table = format_report(reports, args.image_size, setting, args.format)
     print(table)
     if args.output is not None:
@@ -207,8 +243,10 @@ def _wrap(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shufflenet-pl analyze",
-        description=_wrap("Analyses of ShuffleNet V2 from the code: the paper's Fig. 4 feature-reuse matrices, and "
-        "Table 5 with parameters, FLOPs, activation memory and measured throughput."),
+        description=_wrap(
+            "Analyses of ShuffleNet V2 from the code: the paper's Fig. 4 feature-reuse matrices, and "
+            "Table 5 with parameters, FLOPs, activation memory and measured throughput."
+        ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -217,51 +255,123 @@ def build_parser() -> argparse.ArgumentParser:
     reuse = commands.add_parser(
         "reuse",
         help="Fig. 4: channels directly connected between blocks (traced), and weights per source block",
-        description=_wrap("Fig. 4(b) traced through the model's real forward: the number of block l's output channels "
-        "that are block s's outputs passed on unchanged (split, identity, concat, shuffle), compared with the "
-        "paper's r^j*c. With --weights also a Fig. 4(a)-style matrix: the mean |weight| of each block's first 1x1 "
-        "conv over the input channels computed by each earlier block. Prints the matrices and writes PNG heatmaps "
-        "and CSVs."),
+        description=_wrap(
+            "Fig. 4(b) traced through the model's real forward: the number of block l's output channels "
+            "that are block s's outputs passed on unchanged (split, identity, concat, shuffle), compared with the "
+            "paper's r^j*c. With --weights also a Fig. 4(a)-style matrix: the mean |weight| of each block's first 1x1 "
+            "conv over the input channels computed by each earlier block. Prints the matrices and writes PNG heatmaps "
+            "and CSVs."
+        ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    reuse.add_argument("--model", default=None, metavar="WIDTH", help=f"width: {', '.join(list_models())} or 0.5x/1.0x/1.5x/2.0x "
-                       "(default: read from --weights, else shufflenet_v2_x1_0)")
-    reuse.add_argument("--weights", type=Path, default=None, metavar="FILE", help="state dict or Lightning checkpoint (e.g. torchvision's "
-                       "shufflenetv2_x1-5666bf0f80.pth or runs/.../last.ckpt), read with weights_only=True")
-    reuse.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier size (default: read from --weights, else 1000)")
-    reuse.add_argument("--out-dir", type=Path, default=Path("runs/analysis"), metavar="DIR", help="where the PNGs and CSVs go (default: %(default)s)")
-    reuse.add_argument("--image-size", type=int, default=64, metavar="PX", help="side of the random images traced; the result does not "
-                       "depend on it (default: %(default)s)")
+    reuse.add_argument(
+        "--model",
+        default=None,
+        metavar="WIDTH",
+        help=f"width: {', '.join(list_models())} or 0.5x/1.0x/1.5x/2.0x "
+        "(default: read from --weights, else shufflenet_v2_x1_0)",
+    )
+    reuse.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="state dict or Lightning checkpoint (e.g. torchvision's "
+        "shufflenetv2_x1-5666bf0f80.pth or runs/.../last.ckpt), read with weights_only=True",
+    )
+    reuse.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="classifier size (default: read from --weights, else 1000)",
+    )
+    reuse.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("runs/analysis"),
+        metavar="DIR",
+        help="where the PNGs and CSVs go (default: %(default)s)",
+    )
+    reuse.add_argument(
+        "--image-size",
+        type=int,
+        default=64,
+        metavar="PX",
+        help="side of the random images traced; the result does not depend on it (default: %(default)s)",
+    )
     reuse.set_defaults(handler=_reuse, subparser=reuse)
 
     model = commands.add_parser(
         "model",
         help="Table 5 from the code, per width, with parameters, FLOPs, activation memory, throughput",
-        description=_wrap("One table, a column per width: the paper's Table 5 (layers, output sizes, kernels, strides, "
-        "repeats, output channels) regenerated by a forward pass through the code, then parameters, FLOPs "
-        "(multiply-adds, as in the paper), activation memory saved for backward per image, and images/s measured "
-        "here (median of --iterations steps after --warmup). Prints Markdown (or CSV) ready to paste."),
+        description=_wrap(
+            "One table, a column per width: the paper's Table 5 (layers, output sizes, kernels, strides, "
+            "repeats, output channels) regenerated by a forward pass through the code, then parameters, FLOPs "
+            "(multiply-adds, as in the paper), activation memory saved for backward per image, and images/s measured "
+            "here (median of --iterations steps after --warmup). Prints Markdown (or CSV) ready to paste."
+        ),
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    model.add_argument("--models", nargs="+", default=list_models(), metavar="WIDTH",
-                       help="widths to report: names or 0.5x/1.0x/1.5x/2.0x (default: all four)")
-    model.add_argument("--image-size", type=int, default=224, metavar="PX", help="input side for shapes, FLOPs, memory and speed (default: %(default)s)")
-    model.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per timed step (default: %(default)s)")
-    model.add_argument("--throughput", choices=["infer", "train", "both", "none"], default="infer",
-                       help="what to time: inference, a training step (forward, backward, SGD), both, or nothing (default: %(default)s)")
+    model.add_argument(
+        "--models",
+        nargs="+",
+        default=list_models(),
+        metavar="WIDTH",
+        help="widths to report: names or 0.5x/1.0x/1.5x/2.0x (default: all four)",
+    )
+    model.add_argument(
+        "--image-size",
+        type=int,
+        default=224,
+        metavar="PX",
+        help="input side for shapes, FLOPs, memory and speed (default: %(default)s)",
+    )
+    model.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="images per timed step (default: %(default)s)"
+    )
+    model.add_argument(
+        "--throughput",
+        choices=["infer", "train", "both", "none"],
+        default="infer",
+        help="what to time: inference, a training step (forward, backward, SGD), both, or nothing "
+        "(default: %(default)s)",
+    )
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
-    model.add_argument("--precision", choices=["32", "bf16", "16"], default="32", help="fp32, or autocast to bf16/fp16 (default: %(default)s)")
-    model.add_argument("--channels-last", action="store_true", help="run the timed steps in channels_last memory format")
-    model.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch (default: torch's choice, "
-                       f"here {torch.get_num_threads()})")
-    model.add_argument("--clock", choices=["wall", "process"], default="wall",
-                       help="time steps by wall clock, or by this process's CPU time (steadier on a shared CPU; "
-                       "use with --threads 1) (default: %(default)s)")
-    model.add_argument("--iterations", type=int, default=10, metavar="N", help="timed steps per measurement (default: %(default)s)")
-    model.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed steps before timing (default: %(default)s)")
-    model.add_argument("--format", choices=["markdown", "csv"], default="markdown", help="table format (default: %(default)s)")
+    model.add_argument(
+        "--precision",
+        choices=["32", "bf16", "16"],
+        default="32",
+        help="fp32, or autocast to bf16/fp16 (default: %(default)s)",
+    )
+    model.add_argument(
+        "--channels-last", action="store_true", help="run the timed steps in channels_last memory format"
+    )
+    model.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"CPU threads for torch (default: torch's choice, here {torch.get_num_threads()})",
+    )
+    model.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="time steps by wall clock, or by this process's CPU time (steadier on a shared CPU; "
+        "use with --threads 1) (default: %(default)s)",
+    )
+    model.add_argument(
+        "--iterations", type=int, default=10, metavar="N", help="timed steps per measurement (default: %(default)s)"
+    )
+    model.add_argument(
+        "--warmup", type=int, default=3, metavar="N", help="untimed steps before timing (default: %(default)s)"
+    )
+    model.add_argument(
+        "--format", choices=["markdown", "csv"], default="markdown", help="table format (default: %(default)s)"
+    )
     model.add_argument("--output", type=Path, default=None, metavar="FILE", help="also write the table to this file")
     model.set_defaults(handler=_model, subparser=model)
     return parser

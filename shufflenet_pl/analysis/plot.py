@@ -49,7 +49,9 @@ def save_heatmap(
 
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"matrix shape {matrix.shape} does not match {len(row_labels)} row and {len(col_labels)} column labels")
+        raise ValueError(
+            f"matrix shape {matrix.shape} does not match {len(row_labels)} row and {len(col_labels)} column labels"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 

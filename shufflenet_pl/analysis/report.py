@@ -105,11 +105,16 @@ def layer_table(model: nn.Module, image_size: int = 224) -> List[LayerRow]:
     """
     records: List[Tuple[str, nn.Module, Tensor, Tensor]] = []
     handles = []
-    named = [(name, module) for name, module in model.named_modules() if name and (name.count(".") == 0 or isinstance(module, InvertedResidual))]
+    named = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name and (name.count(".") == 0 or isinstance(module, InvertedResidual))
+    ]
 
     def hook(name: str, module: nn.Module) -> Callable:
         def record(_: nn.Module, args: Tuple[Tensor, ...], output: Tensor) -> None:
             records.append((name, module, args[0], output))
+
         return record
 
     for name, module in named:
@@ -119,7 +124,9 @@ def layer_table(model: nn.Module, image_size: int = 224) -> List[LayerRow]:
     was_training = model.training
     model.eval()
     try:
-        images = torch.zeros(1, 3, image_size, image_size, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device)
+        images = torch.zeros(
+            1, 3, image_size, image_size, dtype=next(model.parameters()).dtype, device=next(model.parameters()).device
+        )
         model(images)
     finally:
         for handle in handles:
@@ -203,7 +210,12 @@ def activation_bytes(model: nn.Module, image_size: int = 224, batch_size: int = 
 
 
 def _make_step(
-    model: nn.Module, batch_size: int, image_size: int, mode: str, device: torch.device, channels_last: bool,
+    model: nn.Module,
+    batch_size: int,
+    image_size: int,
+    mode: str,
+    device: torch.device,
+    channels_last: bool,
     autocast_dtype: Optional[torch.dtype],
 ) -> Callable[[], None]:
     """One inference or training step of ``model`` on fixed random images, ready to be timed."""
@@ -268,10 +280,19 @@ def measure_throughput(
     if mode not in ("infer", "train"):
         raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
     if batch_size < 1 or iterations < 1 or warmup < 0:
-        raise ValueError(f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}")
+        raise ValueError(
+            f"need batch_size >= 1, iterations >= 1, warmup >= 0; got {batch_size}, {iterations}, {warmup}"
+        )
     steps = {
-        name: _make_step(model, batch_size, image_size, mode, device or next(model.parameters()).device,
-                         channels_last, autocast_dtype)
+        name: _make_step(
+            model,
+            batch_size,
+            image_size,
+            mode,
+            device or next(model.parameters()).device,
+            channels_last,
+            autocast_dtype,
+        )
         for name, model in models.items()
     }
     # Each step waits for its CUDA work itself, so the timer needs no synchronizer of its own.
@@ -368,8 +389,19 @@ def build_reports(
         for name, model in models.items()
     ]
     for mode in throughput_modes:
-        speeds = measure_throughput(models, batch_size, image_size, mode, iterations, warmup, device, channels_last,
-                                    autocast_dtype, progress, clock)
+        speeds = measure_throughput(
+            models,
+            batch_size,
+            image_size,
+            mode,
+            iterations,
+            warmup,
+            device,
+            channels_last,
+            autocast_dtype,
+            progress,
+            clock,
+        )
         for report in reports:
             report.throughput[mode] = speeds[report.name]
     return reports

@@ -32,7 +32,16 @@ from torch import Tensor, nn
 
 from ..models import InvertedResidual
 
-__all__ = ["REUSE_RATIO", "ReuseTrace", "UnitTrace", "distance_profile", "empirical_reuse", "format_matrix", "reuse_formula", "trace_reuse"]
+__all__ = [
+    "REUSE_RATIO",
+    "ReuseTrace",
+    "UnitTrace",
+    "distance_profile",
+    "empirical_reuse",
+    "format_matrix",
+    "reuse_formula",
+    "trace_reuse",
+]
 
 #: The paper's r = (c - c') / c with c' = c / 2: the share of a unit's channels that pass through it.
 REUSE_RATIO = 0.5
@@ -162,8 +171,10 @@ def _random_like(x: Tensor, generator: torch.Generator, taken: Optional[Dict[byt
         keys = _channel_keys(tag)
         if len(set(keys)) == len(keys) and not any(key in taken for key in keys):
             return tag
-    raise ValueError(f"cannot draw {x.shape[1]} distinct {x.dtype} tag channels of {tuple(x.shape[2:])} pixels; "
-                     "trace with a larger image_size or batch_size")
+    raise ValueError(
+        f"cannot draw {x.shape[1]} distinct {x.dtype} tag channels of {tuple(x.shape[2:])} pixels; "
+        "trace with a larger image_size or batch_size"
+    )
 
 
 def _unit_call_order(model: nn.Module, units: Dict[nn.Module, str], images: Tensor) -> List[nn.Module]:
@@ -184,12 +195,15 @@ def _unit_call_order(model: nn.Module, units: Dict[nn.Module, str], images: Tens
         raise RuntimeError("every unit must be called exactly once per forward to be traced")
     for (previous, _, previous_output), (unit, unit_input, _) in zip(calls, calls[1:]):
         if not torch.equal(previous_output, unit_input):
-            raise RuntimeError(f"{units[unit]} does not receive the output of {units[previous]}; cannot chain the trace")
+            raise RuntimeError(
+                f"{units[unit]} does not receive the output of {units[previous]}; cannot chain the trace"
+            )
     return [unit for unit, _, _ in calls]
 
 
-def _trace_units(model: nn.Module, units: Dict[nn.Module, str], order: List[nn.Module], images: Tensor,
-                 generator: torch.Generator) -> List[UnitTrace]:
+def _trace_units(
+    model: nn.Module, units: Dict[nn.Module, str], order: List[nn.Module], images: Tensor, generator: torch.Generator
+) -> List[UnitTrace]:
     """Pass 2: replace each unit's input with tags; its output channels equal to a tag are copies, and
     its first 1x1 conv whose input channels are all tags reads the unit's input."""
     conv_owner = {
@@ -261,11 +275,13 @@ def _check_stage_forward(model: nn.Module, trace: "ReuseTrace", images: Tensor, 
             tag = _random_like(output, generator, taken=origin_of)  # unique across all branches
             origin_of.update((key, index) for key in _channel_keys(tag))
             return tag
+
         return hook
 
     def record(name: str, output: bool) -> Callable:
         def hook(_: nn.Module, args: Tuple[Tensor, ...], *result: Tensor) -> None:
             seen.setdefault(name, (result[0] if output else args[0]).clone())
+
         return hook
 
     handles = []
@@ -290,11 +306,15 @@ def _check_stage_forward(model: nn.Module, trace: "ReuseTrace", images: Tensor, 
     for index, unit in enumerate(trace.units):
         expected = inputs[index][np.asarray(unit.conv_inputs)].tolist()
         if origins(unit.conv_name) != expected:
-            raise RuntimeError(f"{unit.conv_name} reads other channels in the model's own forward than unit by unit; "
-                               f"cannot trust the trace")
+            raise RuntimeError(
+                f"{unit.conv_name} reads other channels in the model's own forward than unit by unit; "
+                f"cannot trust the trace"
+            )
     for stage, last in stages.items():
         if origins(stage) != outputs[last].tolist():
-            raise RuntimeError(f"{stage} returns other channels in its own forward than unit by unit; cannot trust the trace")
+            raise RuntimeError(
+                f"{stage} returns other channels in its own forward than unit by unit; cannot trust the trace"
+            )
 
 
 @torch.no_grad()
@@ -392,9 +412,14 @@ def distance_profile(trace: ReuseTrace, empirical: np.ndarray) -> Dict[int, floa
 
 def format_matrix(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], fmt: str = "{:d}") -> str:
     """A plain-text matrix with labelled rows and columns; zeros and NaN print as ``.``."""
-    cells = [[("." if (isinstance(v, float) and math.isnan(v)) or v == 0 else fmt.format(v)) for v in row] for row in matrix.tolist()]
+    cells = [
+        [("." if (isinstance(v, float) and math.isnan(v)) or v == 0 else fmt.format(v)) for v in row]
+        for row in matrix.tolist()
+    ]
     width = max([len(c) for row in cells for c in row] + [len(c) for c in col_labels])
     label_width = max(len(r) for r in row_labels)
     lines = [" " * label_width + " " + " ".join(c.rjust(width) for c in col_labels)]
-    lines += [label.rjust(label_width) + " " + " ".join(c.rjust(width) for c in row) for label, row in zip(row_labels, cells)]
+    lines += [
+        label.rjust(label_width) + " " + " ".join(c.rjust(width) for c in row) for label, row in zip(row_labels, cells)
+    ]
     return "\n".join(lines)

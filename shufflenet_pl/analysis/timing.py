@@ -41,7 +41,9 @@ def time_interleaved(
         progress: called after every timed sample (e.g. a progress bar's ``update``).
     """
     if repeats < 1 or warmup < 0 or min_sample_seconds < 0:
-        raise ValueError(f"need repeats >= 1, warmup >= 0, min_sample_seconds >= 0; got {repeats}, {warmup}, {min_sample_seconds}")
+        raise ValueError(
+            f"need repeats >= 1, warmup >= 0, min_sample_seconds >= 0; got {repeats}, {warmup}, {min_sample_seconds}"
+        )
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     now = CLOCKS[clock]

@@ -11,8 +11,18 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputError", "check_crop_args", "default_num_workers", "ignore_sigterm", "normalize_on_device",
-           "per_device_batch_size", "private_temporary_path"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InputError",
+    "check_crop_args",
+    "default_num_workers",
+    "ignore_sigterm",
+    "normalize_on_device",
+    "per_device_batch_size",
+    "private_temporary_path",
+]
+
 
 class InputError(ValueError):
     """A problem with the user's files or settings (a truncated ``.beton``, an empty class folder, a

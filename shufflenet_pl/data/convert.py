@@ -34,9 +34,22 @@ from tqdm import tqdm
 
 from .common import InputError, default_num_workers, private_temporary_path
 
-__all__ = ["ConversionResult", "EmptyClassFolderError", "TruncatedBetonError", "check_beton_complete", "check_class_folders",
-           "convert_imagefolder", "convert_split", "convert_main", "die_with_parent", "load_rgb", "open_rgb",
-           "private_temporary_path", "remove_stale_temporaries", "scan_imagefolder"]
+__all__ = [
+    "ConversionResult",
+    "EmptyClassFolderError",
+    "TruncatedBetonError",
+    "check_beton_complete",
+    "check_class_folders",
+    "convert_imagefolder",
+    "convert_split",
+    "convert_main",
+    "die_with_parent",
+    "load_rgb",
+    "open_rgb",
+    "private_temporary_path",
+    "remove_stale_temporaries",
+    "scan_imagefolder",
+]
 
 WriteMode = Literal["jpg", "raw", "proportion"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -84,14 +97,18 @@ def check_class_folders(split_dir: Path, classes: Sequence[str]) -> None:
     """
     empty = [name for name in classes if (split_dir / name).is_dir() and not _has_image(split_dir / name)]
     if empty:
-        listed = ", ".join(str(split_dir / name) for name in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        listed = ", ".join(str(split_dir / name) for name in empty[:5]) + (
+            f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        )
         raise EmptyClassFolderError(
             f"{len(empty)} class folder(s) hold no image ({', '.join(IMAGE_EXTENSIONS)}): {listed}; "
             f"remove them or add images (an empty folder would still be a class)"
         )
 
 
-def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -> Tuple[List[str], List[Tuple[str, int]]]:
+def scan_imagefolder(
+    split_dir: Path, classes: Optional[Sequence[str]] = None
+) -> Tuple[List[str], List[Tuple[str, int]]]:
     """Classes (sorted folder names, or ``classes``) and ``(path, label)`` pairs in sorted order."""
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{split_dir} does not exist; expected an ImageFolder split (one folder per class)")
@@ -101,7 +118,9 @@ def scan_imagefolder(split_dir: Path, classes: Optional[Sequence[str]] = None) -
     if classes is None:
         classes = found
     elif set(found) - set(classes):
-        raise ValueError(f"{split_dir} has class folders that the training split lacks: {sorted(set(found) - set(classes))[:5]}")
+        raise ValueError(
+            f"{split_dir} has class folders that the training split lacks: {sorted(set(found) - set(classes))[:5]}"
+        )
     check_class_folders(split_dir, classes)
     samples: List[Tuple[str, int]] = []
     for label, name in enumerate(classes):
@@ -168,8 +187,9 @@ def _check(path: str) -> Optional[str]:
 
 
 def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: bool) -> List[Optional[str]]:
-    bar_kwargs = dict(total=len(paths), desc=desc, unit="img", disable=not progress,
-                      mininterval=0.1 if sys.stderr.isatty() else 10)
+    bar_kwargs = dict(
+        total=len(paths), desc=desc, unit="img", disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10
+    )
     if num_workers <= 1:
         return [_check(p) for p in tqdm(paths, **bar_kwargs)]
     with ProcessPoolExecutor(num_workers, initializer=_die_with, initargs=(os.getpid(),)) as pool:
@@ -190,7 +210,9 @@ class _Source:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
-        if self._guarded_pid != os.getpid() and os.getpid() != self.parent_pid:  # first sample in an FFCV writer process
+        if (
+            self._guarded_pid != os.getpid() and os.getpid() != self.parent_pid
+        ):  # first sample in an FFCV writer process
             die_with_parent(self.parent_pid)
             self._guarded_pid = os.getpid()
         path, label = self.samples[index]
@@ -203,7 +225,7 @@ def _temporary_owner(path: Path, name: str) -> Optional[Tuple[str, int]]:
     prefix = f".{name}.tmp-"
     if not path.name.startswith(prefix):
         return None
-    host, _, pid = path.name[len(prefix):].rpartition("-")
+    host, _, pid = path.name[len(prefix) :].rpartition("-")
     return (host, int(pid)) if host and pid.isdigit() else None
 
 
@@ -231,8 +253,10 @@ def remove_stale_temporaries(target: Path) -> List[Path]:
             if owner is None:
                 continue
             if owner[0] != host:
-                print(f"warning: {path} was left by a converter on {owner[0]}; remove it if that one has ended",
-                      file=sys.stderr)
+                print(
+                    f"warning: {path} was left by a converter on {owner[0]}; remove it if that one has ended",
+                    file=sys.stderr,
+                )
             elif not _alive(owner[1]):
                 path.unlink(missing_ok=True)
                 removed.append(path)
@@ -251,7 +275,7 @@ def check_beton_complete(beton: Path) -> None:
 
     size = beton.stat().st_size
     sidecar = beton.with_name(beton.name + ".json")
-    fix = f"write it again (shufflenet-pl convert ... --force) or copy it again"
+    fix = "write it again (shufflenet-pl convert ... --force) or copy it again"
     if sidecar.is_file():
         recorded = json.loads(sidecar.read_text()).get("bytes")
         if recorded is not None and recorded != size:
@@ -262,8 +286,9 @@ def check_beton_complete(beton: Path) -> None:
     header = np.fromfile(beton, dtype=HeaderType, count=1)[0]
     table_end = int(header["alloc_table_ptr"]) + (ALLOC_TABLE_TYPE.itemsize if int(header["num_samples"]) else 0)
     if size < table_end:
-        raise TruncatedBetonError(f"{beton} is truncated: {size} bytes, but its header places data up to byte "
-                                  f"{table_end}; {fix}")
+        raise TruncatedBetonError(
+            f"{beton} is truncated: {size} bytes, but its header places data up to byte {table_end}; {fix}"
+        )
 
 
 @contextlib.contextmanager
@@ -349,9 +374,14 @@ def convert_split(
     if not samples:
         raise FileNotFoundError(f"{split_dir} has no image files ({', '.join(IMAGE_EXTENSIONS)})")
     settings: Dict[str, Any] = {
-        "format": _FORMAT_VERSION, "write_mode": write_mode, "max_side": max_side, "jpeg_quality": jpeg_quality,
+        "format": _FORMAT_VERSION,
+        "write_mode": write_mode,
+        "max_side": max_side,
+        "jpeg_quality": jpeg_quality,
         "compress_probability": compress_probability if write_mode == "proportion" else None,
-        "limit": limit, "seed": seed, "on_error": on_error,
+        "limit": limit,
+        "seed": seed,
+        "on_error": on_error,
         "exif_transpose": True,  # files written before EXIF orientation was applied are rewritten
     }
     fingerprint = _fingerprint(samples, split_dir)
@@ -360,8 +390,12 @@ def convert_split(
         print(f"removed {stale}, left by a converter that was killed", file=sys.stderr)
     if not force and sidecar.is_file() and beton.is_file():
         info = json.loads(sidecar.read_text())
-        if (info.get("settings") == settings and info.get("source_fingerprint") == fingerprint
-                and info.get("classes") == class_names and info.get("bytes") == beton.stat().st_size):
+        if (
+            info.get("settings") == settings
+            and info.get("source_fingerprint") == fingerprint
+            and info.get("classes") == class_names
+            and info.get("bytes") == beton.stat().st_size
+        ):
             return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
 
     failures = check_images([p for p, _ in samples], num_workers, f"check {split_dir.name}", progress)
@@ -386,17 +420,27 @@ def convert_split(
     tmp = private_temporary_path(beton)
     try:
         fields = {
-            "image": RGBImageField(write_mode=write_mode, max_resolution=max_side, jpeg_quality=jpeg_quality,
-                                   compress_probability=compress_probability),
+            "image": RGBImageField(
+                write_mode=write_mode,
+                max_resolution=max_side,
+                jpeg_quality=jpeg_quality,
+                compress_probability=compress_probability,
+            ),
             "label": IntField(),
         }
         if progress:
             print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
         with _ffcv_progress(progress):
-            DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(_Source(good, seed), chunksize=64)
+            DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
+                _Source(good, seed), chunksize=64
+            )
         info = {
-            "classes": class_names, "num_images": len(good), "settings": settings,
-            "source": str(split_dir.resolve()), "source_fingerprint": fingerprint, "bytes": tmp.stat().st_size,
+            "classes": class_names,
+            "num_images": len(good),
+            "settings": settings,
+            "source": str(split_dir.resolve()),
+            "source_fingerprint": fingerprint,
+            "bytes": tmp.stat().st_size,
             # Names in .beton order (for predictions); left out for huge splits (ImageNet train: ~50 MB).
             "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
             "skipped": [list(s) for s in skipped],
@@ -411,8 +455,9 @@ def convert_split(
     return ConversionResult(beton, len(good), skipped)
 
 
-def convert_imagefolder(root: "str | Path", out_dir: "str | Path", splits: Sequence[str] = ("train", "val"),
-                        **kwargs: Any) -> Dict[str, ConversionResult]:
+def convert_imagefolder(
+    root: "str | Path", out_dir: "str | Path", splits: Sequence[str] = ("train", "val"), **kwargs: Any
+) -> Dict[str, ConversionResult]:
     """Convert ``root/<split>`` to ``out_dir/<split>.beton`` for each split; the first split fixes
     the class order (keyword arguments as in :func:`convert_split`)."""
     root, out_dir = Path(root), Path(out_dir)
@@ -438,25 +483,53 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
     )
     parser.add_argument("root", type=Path, help="ImageFolder root holding the split folders")
     parser.add_argument("out", type=Path, help="output folder for <split>.beton (+ .beton.json)")
-    parser.add_argument("--splits", nargs="+", default=["train", "val"], help="split folders to convert (default: train val)")
-    parser.add_argument("--write-mode", choices=["jpg", "raw", "proportion"], default="jpg",
-                        help="jpg: JPEG (small); raw: uint8 pixels (fastest to load, large); proportion: a mix (default: jpg)")
-    parser.add_argument("--max-side", type=int, default=None, help="downscale images whose longer side is larger (default: keep)")
+    parser.add_argument(
+        "--splits", nargs="+", default=["train", "val"], help="split folders to convert (default: train val)"
+    )
+    parser.add_argument(
+        "--write-mode",
+        choices=["jpg", "raw", "proportion"],
+        default="jpg",
+        help="jpg: JPEG (small); raw: uint8 pixels (fastest to load, large); proportion: a mix (default: jpg)",
+    )
+    parser.add_argument(
+        "--max-side", type=int, default=None, help="downscale images whose longer side is larger (default: keep)"
+    )
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
-    parser.add_argument("--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion")
-    parser.add_argument("--workers", type=int, default=default_num_workers(), help="processes (default: CPU count, at most 8)")
-    parser.add_argument("--limit", type=int, default=None, help="convert only N images per split (seeded random subset)")
-    parser.add_argument("--on-error", choices=["stop", "skip"], default="stop",
-                        help="undecodable files: stop listing them (default), or skip them and list them")
+    parser.add_argument(
+        "--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=default_num_workers(), help="processes (default: CPU count, at most 8)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="convert only N images per split (seeded random subset)"
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=["stop", "skip"],
+        default="stop",
+        help="undecodable files: stop listing them (default), or skip them and list them",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of proportion's choices")
     parser.add_argument("--force", action="store_true", help="rewrite even if the outputs are up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         results = convert_imagefolder(
-            args.root, args.out, args.splits, write_mode=args.write_mode, max_side=args.max_side,
-            jpeg_quality=args.quality, compress_probability=args.compress_probability, num_workers=args.workers,
-            limit=args.limit, on_error=args.on_error, seed=args.seed, force=args.force, progress=not args.quiet,
+            args.root,
+            args.out,
+            args.splits,
+            write_mode=args.write_mode,
+            max_side=args.max_side,
+            jpeg_quality=args.quality,
+            compress_probability=args.compress_probability,
+            num_workers=args.workers,
+            limit=args.limit,
+            on_error=args.on_error,
+            seed=args.seed,
+            force=args.force,
+            progress=not args.quiet,
         )
     except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
         parser.exit(2, f"error: {err}\n")

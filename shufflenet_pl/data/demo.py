@@ -28,7 +28,10 @@ _MANIFEST = "demo_manifest.json"
 
 def _polygon(cx: float, cy: float, radius: float, sides: int, angle: float) -> list:
     return [
-        (cx + radius * math.cos(angle + 2 * math.pi * k / sides), cy + radius * math.sin(angle + 2 * math.pi * k / sides))
+        (
+            cx + radius * math.cos(angle + 2 * math.pi * k / sides),
+            cy + radius * math.sin(angle + 2 * math.pi * k / sides),
+        )
         for k in range(sides)
     ]
 
@@ -48,8 +51,9 @@ def _rotated_rect(cx: float, cy: float, half_w: float, half_h: float, angle: flo
     return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in corners]
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, label: str, cx: float, cy: float, r: float, angle: float,
-                rng: np.random.Generator) -> None:
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, label: str, cx: float, cy: float, r: float, angle: float, rng: np.random.Generator
+) -> None:
     """Draw the shape of class ``label`` on a mask: 255 inside, 0 outside (holes included)."""
     fill, background = 255, 0
     if label == "circle":
@@ -106,7 +110,11 @@ def draw_demo_image(label: str, seed: int) -> Image.Image:
     width, height = (int(v) for v in rng.integers(96, 161, size=2))
     # Noisy two-colour gradient background.
     c0, c1 = rng.integers(0, 256, size=(2, 3))
-    t = np.linspace(0.0, 1.0, width)[None, :, None] if rng.random() < 0.5 else np.linspace(0.0, 1.0, height)[:, None, None]
+    t = (
+        np.linspace(0.0, 1.0, width)[None, :, None]
+        if rng.random() < 0.5
+        else np.linspace(0.0, 1.0, height)[:, None, None]
+    )
     base = c0 * (1 - t) + c1 * t
     pixels = np.broadcast_to(base, (height, width, 3)) + rng.normal(0, rng.uniform(2, 8), size=(height, width, 3))
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -150,8 +158,12 @@ def make_demo_dataset(
     """
     root = Path(root)
     spec: Dict[str, object] = {
-        "classes": list(DEMO_CLASSES), "train_per_class": train_per_class, "val_per_class": val_per_class,
-        "seed": seed, "quality": quality, "version": 2,
+        "classes": list(DEMO_CLASSES),
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "seed": seed,
+        "quality": quality,
+        "version": 2,
     }
     manifest = root / _MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()) == spec:
@@ -167,10 +179,20 @@ def make_demo_dataset(
     # the nodes may share this folder.
     tmp = private_temporary_path(root)
     shutil.rmtree(tmp, ignore_errors=True)
-    jobs = [(split, label_idx, i) for split, n in (("train", train_per_class), ("val", val_per_class))
-            for label_idx in range(len(DEMO_CLASSES)) for i in range(n)]
+    jobs = [
+        (split, label_idx, i)
+        for split, n in (("train", train_per_class), ("val", val_per_class))
+        for label_idx in range(len(DEMO_CLASSES))
+        for i in range(n)
+    ]
     # In a log file (not a terminal) a bar redrawn every 0.1 s is noise: redraw every 10 s there.
-    bar = tqdm(jobs, desc=f"demo data -> {root}", disable=not progress, unit="img", mininterval=0.1 if sys.stderr.isatty() else 10)
+    bar = tqdm(
+        jobs,
+        desc=f"demo data -> {root}",
+        disable=not progress,
+        unit="img",
+        mininterval=0.1 if sys.stderr.isatty() else 10,
+    )
     try:
         for split, label_idx, i in bar:
             label = DEMO_CLASSES[label_idx]

@@ -33,8 +33,15 @@ from .demo import DEMO_CLASSES, make_demo_dataset
 from .convert import check_beton_complete
 from .jit_cache import cache_typed_containers, pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
-from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
-                       rank_train_samples)
+from .ordering import (
+    ResumableLoader,
+    TrainLoaderStateMixin,
+    epoch_permutation,
+    num_batches,
+    overfitting,
+    rank_samples,
+    rank_train_samples,
+)
 
 cache_typed_containers()  # before ffcv's import builds its typed dicts (see jit_cache)
 
@@ -170,7 +177,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         info_classes = read_beton_info(self.train_path).get("classes")
         if num_classes is not None:
             if info_classes is not None and len(info_classes) != num_classes:
-                raise ValueError(f"data.num_classes={num_classes} but {self.train_path}.json lists {len(info_classes)} classes")
+                raise ValueError(
+                    f"data.num_classes={num_classes} but {self.train_path}.json lists {len(info_classes)} classes"
+                )
             return list(info_classes) if info_classes is not None else [str(i) for i in range(num_classes)]
         if info_classes is None and (self.root / "train").is_dir():
             # No sidecar (yet): the ImageFolder tree the files are converted from names the classes.
@@ -182,7 +191,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                     f"folder; write {self.train_path} with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`, "
                     f"or set data.demo=true for the built-in demo set"
                 )
-            raise ValueError(f"data.num_classes is needed: {self.train_path} has no {self.train_path.name}.json sidecar")
+            raise ValueError(
+                f"data.num_classes is needed: {self.train_path} has no {self.train_path.name}.json sidecar"
+            )
         return list(info_classes)
 
     @property
@@ -195,8 +206,13 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
             make_demo_dataset(self.root)
             for split in ("train", "val"):
-                convert_split(self.root / split, self.root / f"{split}.beton", write_mode="jpg",
-                              jpeg_quality=self.hparams.demo_quality, num_workers=self.num_workers)
+                convert_split(
+                    self.root / split,
+                    self.root / f"{split}.beton",
+                    write_mode="jpg",
+                    jpeg_quality=self.hparams.demo_quality,
+                    num_workers=self.num_workers,
+                )
 
     # --- pipelines ----------------------------------------------------------------------------
     def _image_tail(self, device: torch.device, dtype: torch.dtype) -> list:
@@ -253,7 +269,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         dtype = _input_dtype(trainer.precision) if trainer is not None else torch.float32
         if self.val_loader is None:
             self._val_decoder = CenterCropDecoder((self.val_res, self.val_res), ratio=self.hparams.val_crop_ratio)
-            self.val_loader = self._make_loader(self.val_path, [self._val_decoder, *self._image_tail(device, dtype)], device)
+            self.val_loader = self._make_loader(
+                self.val_path, [self._val_decoder, *self._image_tail(device, dtype)], device
+            )
             self._check_classes(self.val_path)
         if stage == "fit" and self.train_loader is None:
             # Crop box and flip in one seeded decode (no separate flip op): see ffcv_decode.
@@ -265,11 +283,15 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             )
             self._check_classes(self.train_path)
             if self.num_train_samples < self.world_size:
-                raise ValueError(f"data.root: {self.train_path} has {self.num_train_samples} images, fewer than the "
-                                 f"{self.world_size} processes")
+                raise ValueError(
+                    f"data.root: {self.train_path} has {self.num_train_samples} images, fewer than the "
+                    f"{self.world_size} processes"
+                )
         if self.val_loader.reader.num_samples < self.world_size:
-            raise ValueError(f"data.root: {self.val_path} has {self.val_loader.reader.num_samples} images, fewer than "
-                             f"the {self.world_size} processes: some would validate nothing")
+            raise ValueError(
+                f"data.root: {self.val_path} has {self.val_loader.reader.num_samples} images, fewer than "
+                f"the {self.world_size} processes: some would validate nothing"
+            )
 
     def _check_classes(self, path: Path) -> None:
         info = read_beton_info(path)
@@ -300,11 +322,18 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             # Called on a copy of the page table: FFCV's QuasiRandom shuffles it in place, so its own
             # sample_order(epoch) depends on the calls made before (and would differ after a resume).
             global_order = np.zeros(len(quasi.indices), dtype=np.int64)
-            generate_order_inner(self.hparams.seed * 912300 + epoch, quasi.page_to_samples_array.copy(),
-                                 quasi.page_sizes, global_order, 2 * self.per_device_batch_size)
+            generate_order_inner(
+                self.hparams.seed * 912300 + epoch,
+                quasi.page_to_samples_array.copy(),
+                quasi.page_sizes,
+                global_order,
+                2 * self.per_device_batch_size,
+            )
         else:
             global_order = epoch_permutation(self.num_train_samples, self.hparams.seed, epoch)
-        return rank_train_samples(global_order, self.rank, self.world_size, self.per_device_batch_size, self.hparams.drop_last)
+        return rank_train_samples(
+            global_order, self.rank, self.world_size, self.per_device_batch_size, self.hparams.drop_last
+        )
 
     def val_order(self) -> np.ndarray:
         """Validation indices of this rank: disjoint across ranks, each image exactly once."""
@@ -312,8 +341,13 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         return rank_samples(np.arange(int(self.val_loader.reader.num_samples)), self.rank, self.world_size, pad=False)
 
     def _describe(self) -> Dict[str, Any]:
-        return {"seed": self.hparams.seed, "batch_size": self.batch_size, "world_size": self.world_size,
-                "num_samples": self.num_train_samples, "order": self.hparams.order}
+        return {
+            "seed": self.hparams.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "num_samples": self.num_train_samples,
+            "order": self.hparams.order,
+        }
 
     def _play(self, loader: "Loader", samples: np.ndarray) -> Iterator[Tuple[Tensor, Tensor]]:
         loader.traversal_order.plan = samples.astype(np.uint64)
@@ -330,7 +364,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             raise SIGTERMException(128 + signal.SIGTERM)
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
-        samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
+        samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size :]
         self._train_decoder.epoch = epoch  # the boxes and flips of (seed, epoch, sample index)
         return self._play(self.train_loader, samples)
 

@@ -36,8 +36,20 @@ def check() -> str:
 
     out = np.zeros((16, 16, 3), dtype=np.uint8)
     temp = np.empty(height * width * 3, dtype=np.uint8)
-    status = ffcv_decode.decode_box(encoded, int(ffcv_decode._JPG), height, width, 0, 0, height, height, False, temp, out,
-                                    ffcv_decode.DEFAULT_INTERPOLATION)
+    status = ffcv_decode.decode_box(
+        encoded,
+        int(ffcv_decode._JPG),
+        height,
+        width,
+        0,
+        0,
+        height,
+        height,
+        False,
+        temp,
+        out,
+        ffcv_decode.DEFAULT_INTERPOLATION,
+    )
     if status != 0 or not 0 < out.mean() < 255:
         raise RuntimeError(f"the decode stage's JPEG box kernel failed on a test JPEG (status {status})")
     return f"ffcv runs ({ffcv.__file__}): libffcv and our decode stage decoded and resized a JPEG"

@@ -57,8 +57,18 @@ import ffcv._libffcv
 
 from shufflenet_pl.data import jpeg_box
 
-__all__ = ["CenterCropDecoder", "DEFAULT_INTERPOLATION", "INTER_AREA", "INTER_LINEAR", "SeededRandomResizedCropDecoder",
-           "center_crop_box", "decode_plan", "decoded_box", "random_crop_box", "random_draws"]
+__all__ = [
+    "CenterCropDecoder",
+    "DEFAULT_INTERPOLATION",
+    "INTER_AREA",
+    "INTER_LINEAR",
+    "SeededRandomResizedCropDecoder",
+    "center_crop_box",
+    "decode_plan",
+    "decoded_box",
+    "random_crop_box",
+    "random_draws",
+]
 
 INTER_LINEAR = 1
 INTER_AREA = 3
@@ -82,19 +92,46 @@ def _load_symbols() -> None:
 
 
 _load_symbols()
-_HAL_RESIZE = "_ZN2cv3hal6resizeEiPKhmiiPhmiiddi"  # cv::hal::resize(int, const uchar*, size_t, int, int, uchar*, size_t, int, int, double, double, int)
+# cv::hal::resize(int, const uchar*, size_t, int, int, uchar*, size_t, int, int, double, double, int)
+_HAL_RESIZE = "_ZN2cv3hal6resizeEiPKhmiiPhmiiddi"
 if not ctypes.CDLL(ffcv._libffcv.__file__)[_HAL_RESIZE]:  # pragma: no cover - raises AttributeError itself
     raise ImportError("OpenCV's cv::hal::resize is not reachable from ffcv's libffcv")
 
 # Pointers travel as 64-bit integers (same registers in the C ABI).
-_c_resize = types.ExternalFunction(_HAL_RESIZE, types.void(
-    types.int32, types.uint64, types.uint64, types.int32, types.int32, types.uint64, types.uint64, types.int32,
-    types.int32, types.float64, types.float64, types.int32))
+_c_resize = types.ExternalFunction(
+    _HAL_RESIZE,
+    types.void(
+        types.int32,
+        types.uint64,
+        types.uint64,
+        types.int32,
+        types.int32,
+        types.uint64,
+        types.uint64,
+        types.int32,
+        types.int32,
+        types.float64,
+        types.float64,
+        types.int32,
+    ),
+)
 _CV_8UC3 = 16
 jpeg_box.load()
-_c_jpeg_box = types.ExternalFunction(jpeg_box.SYMBOL, types.int64(
-    types.uint64, types.uint64, types.int64, types.int64, types.int64, types.int64, types.int64, types.uint64,
-    types.int64, types.uint64))
+_c_jpeg_box = types.ExternalFunction(
+    jpeg_box.SYMBOL,
+    types.int64(
+        types.uint64,
+        types.uint64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.int64,
+        types.uint64,
+        types.int64,
+        types.uint64,
+    ),
+)
 
 
 # Per-epoch values of every seeded decoder of this process, one row [seed, epoch] each. The compiled
@@ -165,8 +202,17 @@ def random_draws(seed: int, epoch: int, index: int, count: int) -> np.ndarray:
 
 # --- boxes -----------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def random_crop_box(height: int, width: int, scale_min: float, scale_max: float, log_ratio_min: float,
-                    log_ratio_max: float, seed: int, epoch: int, index: int) -> Tuple[int, int, int, int, bool]:
+def random_crop_box(
+    height: int,
+    width: int,
+    scale_min: float,
+    scale_max: float,
+    log_ratio_min: float,
+    log_ratio_max: float,
+    seed: int,
+    epoch: int,
+    index: int,
+) -> Tuple[int, int, int, int, bool]:
     """``(top, left, h, w, flip)`` of sample ``index`` in epoch ``epoch``: torchvision's
     ``RandomResizedCrop.get_params`` (10 tries of area scale and log-aspect, then the center
     fallback), plus a fair flip coin, from the counter-based stream of ``(seed, epoch, index)``."""
@@ -211,8 +257,9 @@ _DCT_SCALES = (1, 2, 4)
 
 
 @njit(nogil=True, cache=True)
-def decode_plan(height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
-                out_w: int) -> Tuple[int, int, int, int, int, int, int]:
+def decode_plan(
+    height: int, width: int, top: int, left: int, h: int, w: int, out_h: int, out_w: int
+) -> Tuple[int, int, int, int, int, int, int]:
     """How a JPEG box ``(top, left, h, w)`` becomes an ``out_h x out_w`` output.
 
     Returns ``(num, decoded_h, decoded_w, r0, r1, c0, c1)``: the image is decoded at DCT scale
@@ -233,8 +280,9 @@ def decode_plan(height: int, width: int, top: int, left: int, h: int, w: int, ou
     return num, decoded_h, decoded_w, r0, r1, c0, c1
 
 
-def decoded_box(height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
-                out_w: int) -> Tuple[float, float, float, float]:
+def decoded_box(
+    height: int, width: int, top: int, left: int, h: int, w: int, out_h: int, out_w: int
+) -> Tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)``: the part of the image, in source pixels, that the output of a JPEG box
     covers after :func:`decode_plan` rounds it to the DCT-scaled grid (within half a scaled pixel of
     the box). A reference resize of exactly this box is what the stage's output approximates."""
@@ -245,14 +293,32 @@ def decoded_box(height: int, width: int, top: int, left: int, h: int, w: int, ou
 
 # --- pixels -----------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def _resize_into(source: np.ndarray, source_offset: int, source_row_bytes: int, box_w: int, box_h: int,
-                 out: np.ndarray, interpolation: int) -> None:
+def _resize_into(
+    source: np.ndarray,
+    source_offset: int,
+    source_row_bytes: int,
+    box_w: int,
+    box_h: int,
+    out: np.ndarray,
+    interpolation: int,
+) -> None:
     """One ``cv::hal::resize`` of a ``box_h x box_w`` RGB window (starting ``source_offset`` bytes into
     ``source``, rows ``source_row_bytes`` apart) into the contiguous ``(H, W, 3)`` ``out``."""
     out_h, out_w = out.shape[0], out.shape[1]
-    _c_resize(_CV_8UC3, np.uint64(source.ctypes.data + source_offset), np.uint64(source_row_bytes), box_w, box_h,
-              np.uint64(out.ctypes.data), np.uint64(out_w * 3), out_w, out_h, out_w / box_w, out_h / box_h,
-              interpolation)
+    _c_resize(
+        _CV_8UC3,
+        np.uint64(source.ctypes.data + source_offset),
+        np.uint64(source_row_bytes),
+        box_w,
+        box_h,
+        np.uint64(out.ctypes.data),
+        np.uint64(out_w * 3),
+        out_w,
+        out_h,
+        out_w / box_w,
+        out_h / box_h,
+        interpolation,
+    )
 
 
 @njit(nogil=True, cache=True)
@@ -270,8 +336,18 @@ def _mirror_rows(out: np.ndarray) -> None:
 
 
 @njit(nogil=True, cache=True)
-def decode_jpeg_box(data: np.ndarray, height: int, width: int, top: int, left: int, h: int, w: int, out_h: int,
-                    out_w: int, temp: np.ndarray) -> Tuple[int, int, int, int, int]:
+def decode_jpeg_box(
+    data: np.ndarray,
+    height: int,
+    width: int,
+    top: int,
+    left: int,
+    h: int,
+    w: int,
+    out_h: int,
+    out_w: int,
+    temp: np.ndarray,
+) -> Tuple[int, int, int, int, int]:
     """Decode the part of a JPEG that box ``(top, left, h, w)`` needs for an ``out_h x out_w`` output
     (:func:`decode_plan`'s DCT scale and rounded box) into ``temp``, and nothing else: rows above the
     box are skipped, columns cropped to whole iMCUs, rows below never decoded (``jpeg_box.c``).
@@ -282,14 +358,36 @@ def decode_jpeg_box(data: np.ndarray, height: int, width: int, top: int, left: i
     # from a full decode's, so the box's own columns stay inside and equal a full decode's pixels.
     first, last = max(c0 - 1, 0), min(c1 + 1, decoded_w)
     x0_xw = np.zeros(2, dtype=np.int64)
-    status = _c_jpeg_box(np.uint64(data.ctypes.data), np.uint64(data.size), num, r0, r1 - r0, first, last - first,
-                         np.uint64(temp.ctypes.data), temp.size, np.uint64(x0_xw.ctypes.data))
+    status = _c_jpeg_box(
+        np.uint64(data.ctypes.data),
+        np.uint64(data.size),
+        num,
+        r0,
+        r1 - r0,
+        first,
+        last - first,
+        np.uint64(temp.ctypes.data),
+        temp.size,
+        np.uint64(x0_xw.ctypes.data),
+    )
     return status, (c0 - x0_xw[0]) * 3, x0_xw[1] * 3, c1 - c0, r1 - r0
 
 
 @njit(nogil=True, cache=True)
-def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, left: int, h: int, w: int, flip: bool,
-               temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
+def decode_box(
+    data: np.ndarray,
+    mode: int,
+    height: int,
+    width: int,
+    top: int,
+    left: int,
+    h: int,
+    w: int,
+    flip: bool,
+    temp: np.ndarray,
+    out: np.ndarray,
+    interpolation: int,
+) -> int:
     """Decode box ``(top, left, h, w)`` of one stored image (JPEG or raw), mirrored if ``flip``, into
     ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded box (``height * width * 3``
     bytes suffice). Returns libjpeg's status (0 = success; otherwise ``out`` is black)."""
@@ -298,8 +396,9 @@ def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, l
     if mode == _RAW:
         _resize_into(data, (top * width + left) * 3, width * 3, w, h, out, interpolation)
     else:
-        status, offset, row_bytes, box_w, box_h = decode_jpeg_box(data, height, width, top, left, h, w, out_h, out_w,
-                                                                  temp)
+        status, offset, row_bytes, box_w, box_h = decode_jpeg_box(
+            data, height, width, top, left, h, w, out_h, out_w, temp
+        )
         if status != 0:
             out[:] = 0
             return status
@@ -310,26 +409,62 @@ def decode_box(data: np.ndarray, mode: int, height: int, width: int, top: int, l
 
 
 @njit(nogil=True, cache=True)
-def decode_random_crop(data: np.ndarray, mode: int, height: int, width: int, index: int, seed: int, epoch: int,
-                       scale_min: float, scale_max: float, log_ratio_min: float, log_ratio_max: float,
-                       temp: np.ndarray, out: np.ndarray, interpolation: int) -> int:
+def decode_random_crop(
+    data: np.ndarray,
+    mode: int,
+    height: int,
+    width: int,
+    index: int,
+    seed: int,
+    epoch: int,
+    scale_min: float,
+    scale_max: float,
+    log_ratio_min: float,
+    log_ratio_max: float,
+    temp: np.ndarray,
+    out: np.ndarray,
+    interpolation: int,
+) -> int:
     """Training: sample ``index``'s seeded box and flip (:func:`random_crop_box`), decoded into ``out``."""
-    top, left, h, w, flip = random_crop_box(height, width, scale_min, scale_max, log_ratio_min, log_ratio_max,
-                                            seed, epoch, index)
+    top, left, h, w, flip = random_crop_box(
+        height, width, scale_min, scale_max, log_ratio_min, log_ratio_max, seed, epoch, index
+    )
     return decode_box(data, mode, height, width, top, left, h, w, flip, temp, out, interpolation)
 
 
 @njit(nogil=True, cache=True)
-def decode_center_crop(data: np.ndarray, mode: int, height: int, width: int, ratio: float, temp: np.ndarray,
-                       out: np.ndarray, interpolation: int) -> int:
+def decode_center_crop(
+    data: np.ndarray,
+    mode: int,
+    height: int,
+    width: int,
+    ratio: float,
+    temp: np.ndarray,
+    out: np.ndarray,
+    interpolation: int,
+) -> int:
     """Validation: the center crop (:func:`center_crop_box`), decoded into ``out``."""
     top, left, h, w = center_crop_box(height, width, ratio)
     return decode_box(data, mode, height, width, top, left, h, w, False, temp, out, interpolation)
 
 
 # --- FFCV operations --------------------------------------------------------------------------
-_KERNELS = ("_mix64", "_stream_key", "_uniform", "random_crop_box", "center_crop_box", "decode_plan",
-            "_resize_into", "_mirror_rows", "decode_jpeg_box", "decode_box", "decode_random_crop", "decode_center_crop")
+_KERNELS = (
+    "_mix64",
+    "_stream_key",
+    "_uniform",
+    "random_crop_box",
+    "center_crop_box",
+    "decode_plan",
+    "_resize_into",
+    "_mirror_rows",
+    "decode_jpeg_box",
+    "decode_box",
+    "decode_random_crop",
+    "decode_center_crop",
+)
+
+
 def _kernel_tree() -> Dict[str, Any]:
     """A fresh set of dispatchers of the kernels, calling each other within the set, for one
     generated wrapper. The code and the on-disk cache entries are those of the module-level kernels
@@ -342,8 +477,9 @@ def _kernel_tree() -> Dict[str, Any]:
     namespace = dict(globals())
     for name in _KERNELS:
         function = globals()[name].py_func
-        copy = pytypes.FunctionType(function.__code__, namespace, function.__name__, function.__defaults__,
-                                    function.__closure__)
+        copy = pytypes.FunctionType(
+            function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
+        )
         copy.__qualname__, copy.__module__ = function.__qualname__, function.__module__
         namespace[name] = njit(nogil=True, cache=True)(copy)
     return namespace
@@ -351,8 +487,9 @@ def _kernel_tree() -> Dict[str, Any]:
 
 def _check_interpolation(interpolation: int) -> int:
     if interpolation not in (INTER_LINEAR, INTER_AREA):
-        raise ValueError(f"interpolation must be INTER_LINEAR ({INTER_LINEAR}) or INTER_AREA ({INTER_AREA}), "
-                         f"got {interpolation!r}")
+        raise ValueError(
+            f"interpolation must be INTER_LINEAR ({INTER_LINEAR}) or INTER_AREA ({INTER_AREA}), got {interpolation!r}"
+        )
     return int(interpolation)
 
 
@@ -369,9 +506,14 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
     Set :attr:`epoch` before each epoch's ``iter(loader)``; no recompilation happens.
     """
 
-    def __init__(self, output_size: Tuple[int, int], scale: Tuple[float, float] = (0.08, 1.0),
-                 ratio: Tuple[float, float] = (3 / 4, 4 / 3), seed: int = 0,
-                 interpolation: int = DEFAULT_INTERPOLATION) -> None:
+    def __init__(
+        self,
+        output_size: Tuple[int, int],
+        scale: Tuple[float, float] = (0.08, 1.0),
+        ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+        seed: int = 0,
+        interpolation: int = DEFAULT_INTERPOLATION,
+    ) -> None:
         super().__init__(output_size)
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must be 0 < min <= max <= 1, got {scale}")
@@ -423,11 +565,23 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
                 source_ix = batch_indices[dst_ix]
                 field = metadata[source_ix]
                 data = memory_read(field["data_ptr"], storage_state)
-                kernel(data, np.int64(field["mode"]), np.int64(field["height"]), np.int64(field["width"]),
-                                   np.int64(source_ix),
-                                   seed, epoch, scale_min, scale_max, log_ratio_min, log_ratio_max,
-                                   temp_storage[dst_ix], destination[dst_ix], interpolation)
-            return destination[:len(batch_indices)]
+                kernel(
+                    data,
+                    np.int64(field["mode"]),
+                    np.int64(field["height"]),
+                    np.int64(field["width"]),
+                    np.int64(source_ix),
+                    seed,
+                    epoch,
+                    scale_min,
+                    scale_max,
+                    log_ratio_min,
+                    log_ratio_max,
+                    temp_storage[dst_ix],
+                    destination[dst_ix],
+                    interpolation,
+                )
+            return destination[: len(batch_indices)]
 
         decode.is_parallel = True
         return decode
@@ -442,8 +596,9 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
         interpolation: :data:`INTER_LINEAR` (default) or :data:`INTER_AREA`.
     """
 
-    def __init__(self, output_size: Tuple[int, int], ratio: float = 224 / 256,
-                 interpolation: int = DEFAULT_INTERPOLATION) -> None:
+    def __init__(
+        self, output_size: Tuple[int, int], ratio: float = 224 / 256, interpolation: int = DEFAULT_INTERPOLATION
+    ) -> None:
         super().__init__(output_size)
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
@@ -466,9 +621,17 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
             for dst_ix in my_range(len(batch_indices)):
                 field = metadata[batch_indices[dst_ix]]
                 data = memory_read(field["data_ptr"], storage_state)
-                kernel(data, np.int64(field["mode"]), np.int64(field["height"]), np.int64(field["width"]), ratio,
-                                   temp_storage[dst_ix], destination[dst_ix], interpolation)
-            return destination[:len(batch_indices)]
+                kernel(
+                    data,
+                    np.int64(field["mode"]),
+                    np.int64(field["height"]),
+                    np.int64(field["width"]),
+                    ratio,
+                    temp_storage[dst_ix],
+                    destination[dst_ix],
+                    interpolation,
+                )
+            return destination[: len(batch_indices)]
 
         decode.is_parallel = True
         return decode

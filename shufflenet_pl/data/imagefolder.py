@@ -28,13 +28,35 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from .convert import check_images, check_class_folders, open_rgb
-from .common import (IMAGENET_MEAN, IMAGENET_STD, InputError, check_crop_args, default_num_workers, ignore_sigterm, normalize_on_device,
-                     per_device_batch_size)
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputError,
+    check_crop_args,
+    default_num_workers,
+    ignore_sigterm,
+    normalize_on_device,
+    per_device_batch_size,
+)
 from .demo import DEMO_CLASSES, make_demo_dataset
-from .ordering import (ResumableLoader, TrainLoaderStateMixin, epoch_permutation, num_batches, overfitting, rank_samples,
-                       rank_train_samples)
+from .ordering import (
+    ResumableLoader,
+    TrainLoaderStateMixin,
+    epoch_permutation,
+    num_batches,
+    overfitting,
+    rank_samples,
+    rank_train_samples,
+)
 
-__all__ = ["ImageFolderDataModule", "SeededAugmentation", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_on_device", "per_device_batch_size"]
+__all__ = [
+    "ImageFolderDataModule",
+    "SeededAugmentation",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "normalize_on_device",
+    "per_device_batch_size",
+]
 
 BadImages = Literal["skip", "error"]
 
@@ -60,9 +82,14 @@ class _ImageFolder(datasets.ImageFolder):
                     raise
                 if path not in self.reported:
                     self.reported.add(path)
-                    print(f"warning: data.bad_images=skip: skipped {path}, which cannot be decoded "
-                          f"({type(err).__name__}: {err})", file=sys.stderr, flush=True)
+                    print(
+                        f"warning: data.bad_images=skip: skipped {path}, which cannot be decoded "
+                        f"({type(err).__name__}: {err})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         raise OSError(f"data.root: none of the {len(self.samples)} images under {self.root} can be decoded")
+
 
 class SeededAugmentation(Dataset):
     """``dataset[index]`` with its random augmentation drawn from a seed of ``(seed, epoch, index)``.
@@ -161,18 +188,22 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             make_demo_dataset(self.root)
 
     def _train_transform(self) -> T.Compose:
-        return T.Compose([
-            T.RandomResizedCrop(self.train_res, scale=tuple(self.hparams.crop_scale), antialias=True),
-            T.RandomHorizontalFlip(),
-            T.PILToTensor(),
-        ])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(self.train_res, scale=tuple(self.hparams.crop_scale), antialias=True),
+                T.RandomHorizontalFlip(),
+                T.PILToTensor(),
+            ]
+        )
 
     def _val_transform(self) -> T.Compose:
-        return T.Compose([
-            T.Resize(round(self.val_res / self.hparams.val_crop_ratio), antialias=True),
-            T.CenterCrop(self.val_res),
-            T.PILToTensor(),
-        ])
+        return T.Compose(
+            [
+                T.Resize(round(self.val_res / self.hparams.val_crop_ratio), antialias=True),
+                T.CenterCrop(self.val_res),
+                T.PILToTensor(),
+            ]
+        )
 
     def set_train_resolution(self, res: int) -> None:
         """Change the training crop; takes effect from the next epoch (or resumed epoch) that starts:
@@ -203,9 +234,13 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         failures = check_images(paths, max(1, self.num_workers), "check images", progress=False)
         bad = [(path, reason) for path, reason in zip(paths, failures) if reason is not None]
         if bad:
-            listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise InputError(f"data.root: {len(bad)} of {len(paths)} images cannot be decoded: {listed}; fix or remove "
-                             f"them, or set data.bad_images=skip to skip them")
+            listed = "; ".join(f"{path} ({reason})" for path, reason in bad[:3]) + (
+                f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+            )
+            raise InputError(
+                f"data.root: {len(bad)} of {len(paths)} images cannot be decoded: {listed}; fix or remove "
+                f"them, or set data.bad_images=skip to skip them"
+            )
 
     def _loader(self, dataset: Dataset, samples: Sequence[int]) -> DataLoader:
         """A DataLoader over ``samples`` of ``dataset``, in that order."""
@@ -234,13 +269,17 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         return rank_samples(np.arange(len(self.val_set)), self.rank, self.world_size, pad=False)
 
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Any]:
-        samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size:]
+        samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size :]
         keys = [(epoch, int(index)) for index in samples]
         return iter(self._loader(SeededAugmentation(self.train_set, self.hparams.seed), keys))
 
     def _describe(self) -> Dict[str, Any]:
-        return {"seed": self.hparams.seed, "batch_size": self.batch_size, "world_size": self.world_size,
-                "num_samples": len(self.train_set)}
+        return {
+            "seed": self.hparams.seed,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "num_samples": len(self.train_set),
+        }
 
     def train_dataloader(self) -> ResumableLoader:
         return self._resumable_train_loader(len(self.train_set))
@@ -260,11 +299,15 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         # A plain DataLoader: Lightning shards it without padding for predict and tracks indices.
-        return DataLoader(self.val_set, batch_size=self.per_device_batch_size, shuffle=False,
-                          num_workers=self.num_workers, worker_init_fn=ignore_sigterm,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.val_set,
+            batch_size=self.per_device_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            worker_init_fn=ignore_sigterm,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def predict_samples(self) -> Sequence[str]:
         """File paths in the order ``predict_dataloader`` yields them."""
         return [path for path, _ in self.val_set.samples]
-

@@ -169,8 +169,11 @@ def _make_cache_class() -> type:
                 _fingerprint(cell.cell_contents, digest.update)
             self._closure_digest = digest.hexdigest()
             super().__init__(py_func)
-            self._cache_file = _IndexFile(cache_path=self._cache_path, filename_base=self._impl.filename_base,
-                                          source_stamp=self._impl.locator.get_source_stamp())
+            self._cache_file = _IndexFile(
+                cache_path=self._cache_path,
+                filename_base=self._impl.filename_base,
+                source_stamp=self._impl.locator.get_source_stamp(),
+            )
 
         def _index_key(self, sig: Any, codegen: Any) -> tuple:
             code = hashlib.sha256()

@@ -34,8 +34,10 @@ def _build(target: Path) -> None:
     compilers = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "g++"]
     compiler = next((shutil.which(name) for name in compilers if shutil.which(name)), None)
     if compiler is None:
-        raise ImportError(f"the FFCV decode stage compiles a small C kernel and needs a C compiler "
-                          f"(tried {', '.join(compilers)}; set CC)")
+        raise ImportError(
+            f"the FFCV decode stage compiles a small C kernel and needs a C compiler "
+            f"(tried {', '.join(compilers)}; set CC)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     # Private per process and host: ranks on several nodes may share this folder (and their pids).
     partial = target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}.tmp")
@@ -44,8 +46,10 @@ def _build(target: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise ImportError(f"could not compile {SOURCE} with {compiler} (it needs libjpeg's headers and library: "
-                          f"Debian/Ubuntu libjpeg-dev, which bash setup.sh installs): {result.stderr.strip()}")
+        raise ImportError(
+            f"could not compile {SOURCE} with {compiler} (it needs libjpeg's headers and library: "
+            f"Debian/Ubuntu libjpeg-dev, which bash setup.sh installs): {result.stderr.strip()}"
+        )
     os.replace(partial, target)
 
 

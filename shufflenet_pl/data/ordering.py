@@ -22,7 +22,15 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 import numpy as np
 
-__all__ = ["ResumableLoader", "TrainLoaderStateMixin", "epoch_permutation", "num_batches", "overfitting", "rank_samples", "rank_train_samples"]
+__all__ = [
+    "ResumableLoader",
+    "TrainLoaderStateMixin",
+    "epoch_permutation",
+    "num_batches",
+    "overfitting",
+    "rank_samples",
+    "rank_train_samples",
+]
 
 Batch = TypeVar("Batch")
 
@@ -91,8 +99,9 @@ class ResumableLoader:
             world size); a checkpoint with other values is refused rather than resumed wrongly.
     """
 
-    def __init__(self, start_epoch: Callable[[int, int], Iterator[Batch]], length: int,
-                 describe: Callable[[], Dict[str, Any]]) -> None:
+    def __init__(
+        self, start_epoch: Callable[[int, int], Iterator[Batch]], length: int, describe: Callable[[], Dict[str, Any]]
+    ) -> None:
         self._start_epoch = start_epoch
         self._length = length
         self._describe = describe
@@ -188,8 +197,10 @@ class TrainLoaderStateMixin:
         datamodule: Any = self
         length = num_batches(len(datamodule.train_order(0)), datamodule.per_device_batch_size, drop_last=True)
         if length == 0:
-            raise ValueError(f"data.batch_size={datamodule.batch_size} is larger than the {num_train_samples} "
-                             f"training images ({datamodule.world_size} processes)")
+            raise ValueError(
+                f"data.batch_size={datamodule.batch_size} is larger than the {num_train_samples} "
+                f"training images ({datamodule.world_size} processes)"
+            )
         return self._track_train_loader(ResumableLoader(datamodule._start_train_epoch, length, datamodule._describe))
 
     def _track_train_loader(self, loader: ResumableLoader) -> ResumableLoader:

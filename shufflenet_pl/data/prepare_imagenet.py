@@ -62,14 +62,17 @@ def read_synsets(path: Path) -> Dict[int, str]:
         try:
             from scipy.io import loadmat
         except ImportError as err:
-            raise PrepareError(f"{path}: reading meta.mat needs scipy (pip install scipy), "
-                               "or pass --meta a text file with one wnid per line in ILSVRC2012_ID order") from err
+            raise PrepareError(
+                f"{path}: reading meta.mat needs scipy (pip install scipy), "
+                "or pass --meta a text file with one wnid per line in ILSVRC2012_ID order"
+            ) from err
         try:
             synsets = loadmat(str(path), squeeze_me=True)["synsets"]
             mapping = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
         except (KeyError, ValueError, TypeError, IndexError) as err:
-            raise PrepareError(f"{path}: not the devkit's meta.mat (no synsets with ILSVRC2012_ID, WNID, "
-                               f"num_children): {err}") from err
+            raise PrepareError(
+                f"{path}: not the devkit's meta.mat (no synsets with ILSVRC2012_ID, WNID, num_children): {err}"
+            ) from err
     else:
         mapping = {}
         for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -94,8 +97,10 @@ def read_ground_truth(path: Path, synsets: Dict[int, str]) -> Dict[str, str]:
         except ValueError:
             raise PrepareError(f"{path}:{number}: {line!r} is not a class id (one integer per line)") from None
         if class_id not in synsets:
-            raise PrepareError(f"{path}:{number}: class id {class_id} is unknown to the synset mapping "
-                               f"({len(synsets)} classes); is --meta the file from the same devkit?")
+            raise PrepareError(
+                f"{path}:{number}: class id {class_id} is unknown to the synset mapping "
+                f"({len(synsets)} classes); is --meta the file from the same devkit?"
+            )
         labels[f"ILSVRC2012_val_{number:08d}"] = synsets[class_id]
     return labels
 
@@ -110,8 +115,10 @@ def read_labels(labels: Path, meta: Optional[Path] = None) -> Dict[str, str]:
             raise PrepareError(f"{labels}: a LOC_val_solution.csv carries the wnids itself; leave out --meta")
         return read_solution_csv(labels)
     if meta is None:
-        raise PrepareError(f"{labels}: a devkit ground-truth file holds class ids; pass --meta "
-                           "ILSVRC2012_devkit_t12/data/meta.mat (or a wnid list in ILSVRC2012_ID order)")
+        raise PrepareError(
+            f"{labels}: a devkit ground-truth file holds class ids; pass --meta "
+            "ILSVRC2012_devkit_t12/data/meta.mat (or a wnid list in ILSVRC2012_ID order)"
+        )
     return read_ground_truth(labels, read_synsets(meta))
 
 
@@ -126,8 +133,14 @@ def _place(source: Path, target: Path, link: str) -> None:
         shutil.copy2(source, target)
 
 
-def prepare_imagenet(val_dir: Path, labels: Path, meta: Optional[Path] = None, out: Optional[Path] = None,
-                     link: str = "move", progress: bool = True) -> Dict[str, int]:
+def prepare_imagenet(
+    val_dir: Path,
+    labels: Path,
+    meta: Optional[Path] = None,
+    out: Optional[Path] = None,
+    link: str = "move",
+    progress: bool = True,
+) -> Dict[str, int]:
     """Sort the flat ``val_dir`` into ``<wnid>/`` folders (in place, or into ``out``); return images per class."""
     if link not in LINK_MODES:
         raise PrepareError(f"link must be one of {', '.join(LINK_MODES)}, got {link!r}")
@@ -136,18 +149,24 @@ def prepare_imagenet(val_dir: Path, labels: Path, meta: Optional[Path] = None, o
     entries = list(val_dir.iterdir())
     folders = [e.name for e in entries if e.is_dir()]
     if folders:
-        raise PrepareError(f"{val_dir}: holds folders ({_preview(folders)}); it looks sorted already. "
-                           "Pass the flat folder of ILSVRC2012_val_*.JPEG")
+        raise PrepareError(
+            f"{val_dir}: holds folders ({_preview(folders)}); it looks sorted already. "
+            "Pass the flat folder of ILSVRC2012_val_*.JPEG"
+        )
     images = {e.stem: e for e in entries if e.is_file() and not e.name.startswith(".")}
     wnids = read_labels(labels, meta)
     missing = [name for name in wnids if name not in images]
     if missing:
-        raise PrepareError(f"{labels}: {len(missing)} of its {len(wnids)} images are not in {val_dir} "
-                           f"({_preview(missing)}); is the folder complete?")
+        raise PrepareError(
+            f"{labels}: {len(missing)} of its {len(wnids)} images are not in {val_dir} "
+            f"({_preview(missing)}); is the folder complete?"
+        )
     unlabelled = [images[name].name for name in images if name not in wnids]
     if unlabelled:
-        raise PrepareError(f"{val_dir}: {len(unlabelled)} of its {len(images)} files have no label in {labels} "
-                           f"({_preview(unlabelled)}); remove them or use the label file of this set")
+        raise PrepareError(
+            f"{val_dir}: {len(unlabelled)} of its {len(images)} files have no label in {labels} "
+            f"({_preview(unlabelled)}); remove them or use the label file of this set"
+        )
     in_place = out is None
     if in_place and link == "symlink":
         raise PrepareError("--link symlink in place would point into the flat folder it replaces; pass --out DIR")
@@ -203,15 +222,27 @@ def prepare_imagenet_main(argv: Optional[List[str]] = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("val_dir", type=Path, help="the flat folder of validation images")
-    parser.add_argument("--labels", type=Path, required=True,
-                        help="LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt")
-    parser.add_argument("--meta", type=Path,
-                        help="with a devkit ground truth: the devkit's meta.mat (needs scipy), or a text file "
-                        "with one wnid per line in ILSVRC2012_ID order")
-    parser.add_argument("--out", type=Path,
-                        help="write the sorted tree here and keep the flat folder (default: sort VAL_DIR in place)")
-    parser.add_argument("--link", choices=LINK_MODES, default="move",
-                        help="how files get into the sorted tree (default move; symlink needs --out)")
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt",
+    )
+    parser.add_argument(
+        "--meta",
+        type=Path,
+        help="with a devkit ground truth: the devkit's meta.mat (needs scipy), or a text file "
+        "with one wnid per line in ILSVRC2012_ID order",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="write the sorted tree here and keep the flat folder (default: sort VAL_DIR in place)"
+    )
+    parser.add_argument(
+        "--link",
+        choices=LINK_MODES,
+        default="move",
+        help="how files get into the sorted tree (default move; symlink needs --out)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -219,5 +250,7 @@ def prepare_imagenet_main(argv: Optional[List[str]] = None) -> None:
     except (PrepareError, OSError) as err:
         parser.exit(2, f"error: {err}\n")
     total = sum(counts.values())
-    print(f"{args.out or args.val_dir}: {total:,} images in {len(counts)} class folders "
-          f"({min(counts.values())}-{max(counts.values())} per class)")
+    print(
+        f"{args.out or args.val_dir}: {total:,} images in {len(counts)} class folders "
+        f"({min(counts.values())}-{max(counts.values())} per class)"
+    )

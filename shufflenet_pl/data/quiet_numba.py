@@ -21,7 +21,9 @@ __all__ = ["install", "is_numba_finalizer_keyerror"]
 _installed = False
 
 
-def is_numba_finalizer_keyerror(exc_type: Optional[Type[BaseException]], traceback: Optional[types.TracebackType]) -> bool:
+def is_numba_finalizer_keyerror(
+    exc_type: Optional[Type[BaseException]], traceback: Optional[types.TracebackType]
+) -> bool:
     """True for a ``KeyError`` whose innermost frame is numba's dispatcher finalizer."""
     if exc_type is None or not issubclass(exc_type, KeyError) or traceback is None:
         return False
@@ -45,7 +47,9 @@ def install() -> None:
             return
         previous_unraisable(unraisable)
 
-    def excepthook(exc_type: Type[BaseException], exc_value: BaseException, traceback: Optional[types.TracebackType]) -> None:
+    def excepthook(
+        exc_type: Type[BaseException], exc_value: BaseException, traceback: Optional[types.TracebackType]
+    ) -> None:
         if is_numba_finalizer_keyerror(exc_type, traceback):
             return
         previous_excepthook(exc_type, exc_value, traceback)

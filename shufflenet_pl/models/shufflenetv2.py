@@ -225,7 +225,9 @@ class InvertedResidual(nn.Module):
         )
 
     @staticmethod
-    def depthwise_conv(i: int, o: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Conv2d:
+    def depthwise_conv(
+        i: int, o: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False
+    ) -> nn.Conv2d:
         return nn.Conv2d(i, o, kernel_size, stride, padding, bias=bias, groups=i)
 
     def branches(self, x1: Tensor, x2: Tensor) -> Tuple[Tensor, Tensor]:
@@ -274,7 +276,10 @@ class _Stage(nn.Sequential):
         # nn.Module.__call__ itself reads; FlopCounterMode's module tracker is one user.
         global_hooks = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
         return not global_hooks and all(
-            type(unit) is InvertedResidual and not unit._forward_hooks and not unit._forward_pre_hooks and "forward" not in vars(unit)
+            type(unit) is InvertedResidual
+            and not unit._forward_hooks
+            and not unit._forward_pre_hooks
+            and "forward" not in vars(unit)
             for unit in units
         )
 
@@ -289,12 +294,16 @@ class ShuffleNetV2(nn.Module):
         num_classes: size of the classifier's output.
     """
 
-    def __init__(self, stages_repeats: Sequence[int], stages_out_channels: Sequence[int], num_classes: int = 1000) -> None:
+    def __init__(
+        self, stages_repeats: Sequence[int], stages_out_channels: Sequence[int], num_classes: int = 1000
+    ) -> None:
         super().__init__()
         if len(stages_repeats) != 3:
             raise ValueError(f"expected stages_repeats as a list of 3 positive ints, got {list(stages_repeats)}")
         if len(stages_out_channels) != 5:
-            raise ValueError(f"expected stages_out_channels as a list of 5 positive ints, got {list(stages_out_channels)}")
+            raise ValueError(
+                f"expected stages_out_channels as a list of 5 positive ints, got {list(stages_out_channels)}"
+            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self._stage_out_channels: List[int] = list(stages_out_channels)

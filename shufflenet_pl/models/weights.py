@@ -12,7 +12,13 @@ from torch import Tensor, nn
 
 from .registry import build_model
 
-__all__ = ["describe_state_dict", "import_weights", "load_state_dict_file", "load_torchvision_weights", "state_dict_mismatch"]
+__all__ = [
+    "describe_state_dict",
+    "import_weights",
+    "load_state_dict_file",
+    "load_torchvision_weights",
+    "state_dict_mismatch",
+]
 
 # stages_out_channels of the published widths (the paper's Table 5) -> width and config file.
 _WIDTHS = {
@@ -26,11 +32,16 @@ _WIDTHS = {
 def describe_state_dict(state_dict: Mapping[str, Tensor], prefix: str = "") -> str:
     """What network a ShuffleNet V2 state dict holds, read from its shapes: e.g. ``ShuffleNet V2
     0.5x (configs/model/x0_5.yaml), 10 classes``; other networks are described by their tensor count."""
+
     def shape(key: str) -> Optional[torch.Size]:
         tensor = state_dict.get(prefix + key)
         return tensor.shape if isinstance(tensor, Tensor) else None
 
-    shapes = [shape("conv1.0.weight"), *(shape(f"stage{i}.0.branch1.2.weight") for i in (2, 3, 4)), shape("conv5.0.weight")]
+    shapes = [
+        shape("conv1.0.weight"),
+        *(shape(f"stage{i}.0.branch1.2.weight") for i in (2, 3, 4)),
+        shape("conv5.0.weight"),
+    ]
     classes = shape("fc.weight")
     if any(s is None for s in shapes) or classes is None:
         return f"a network that is not a ShuffleNet V2 ({sum(k.startswith(prefix) for k in state_dict)} tensors)"
@@ -40,7 +51,9 @@ def describe_state_dict(state_dict: Mapping[str, Tensor], prefix: str = "") -> s
     return f"{name}, {classes[0]} classes"
 
 
-def state_dict_mismatch(source: str, state_dict: Mapping[str, Tensor], model: nn.Module, prefix: str = "") -> Optional[str]:
+def state_dict_mismatch(
+    source: str, state_dict: Mapping[str, Tensor], model: nn.Module, prefix: str = ""
+) -> Optional[str]:
     """``None`` if ``state_dict`` (keys under ``prefix``) has ``model``'s tensor names and shapes,
     else one line that says which network each holds (not one line per mismatched tensor)."""
     own = {prefix + k: v for k, v in model.state_dict().items()}
@@ -48,8 +61,10 @@ def state_dict_mismatch(source: str, state_dict: Mapping[str, Tensor], model: nn
     same_shapes = all(isinstance(theirs.get(k), Tensor) and theirs[k].shape == v.shape for k, v in own.items())
     if same_shapes and set(theirs) == set(own):
         return None
-    return (f"{source} does not fit the model: it holds {describe_state_dict(theirs, prefix)}, but the config builds "
-            f"{describe_state_dict(own, prefix)}; use the model config the weights were trained with")
+    return (
+        f"{source} does not fit the model: it holds {describe_state_dict(theirs, prefix)}, but the config builds "
+        f"{describe_state_dict(own, prefix)}; use the model config the weights were trained with"
+    )
 
 
 def load_state_dict_file(path: Union[str, Path]) -> Dict[str, Tensor]:
@@ -68,7 +83,7 @@ def load_state_dict_file(path: Union[str, Path]) -> Dict[str, Tensor]:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch's message runs to many lines
         raise ValueError(f"{path} is not a state-dict file torch.load(weights_only=True) can read: {reason}") from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = {k[len("model."):]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
+        obj = {k[len("model.") :]: v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return obj

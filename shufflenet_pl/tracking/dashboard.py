@@ -81,8 +81,12 @@ def build_report(entity: str, project: str, title: str = "ShuffleNet V2: accurac
     """A ``wandb_workspaces.reports.v2.Report`` with the same panels, one grid per section."""
     import wandb_workspaces.reports.v2 as wr
 
-    blocks: List[Any] = [wr.P("Validation accuracy against training images seen, next to training throughput "
-                              "(images/s of the whole job). Logged by shufflenet-pl.")]
+    blocks: List[Any] = [
+        wr.P(
+            "Validation accuracy against training images seen, next to training throughput "
+            "(images/s of the whole job). Logged by shufflenet-pl."
+        )
+    ]
     for section, panels in LAYOUT.items():
         blocks += [wr.H2(section), wr.PanelGrid(panels=[_panel(spec) for spec in panels])]
     return wr.Report(entity=entity, project=project, title=title, blocks=blocks)
@@ -111,8 +115,11 @@ def dashboard_main(argv: Optional[List[str]] = None) -> None:
         "writes it with --spec; run `wandb login` first to save it.",
     )
     parser.add_argument("--entity", help="W&B user or team (default: WANDB_ENTITY, else your default entity)")
-    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-                        help="W&B project (default: WANDB_PROJECT, else %(default)s)")
+    parser.add_argument(
+        "--project",
+        default=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        help="W&B project (default: WANDB_PROJECT, else %(default)s)",
+    )
     parser.add_argument("--name", default="shufflenet-pl: accuracy and throughput", help="workspace name")
     parser.add_argument("--report", action="store_true", help="also create a report with the same panels")
     parser.add_argument("--spec", type=Path, help="write the workspace spec (JSON) to this file")
@@ -139,8 +146,11 @@ def dashboard_main(argv: Optional[List[str]] = None) -> None:
     if args.dry_run:
         return
     if credentials is None:
-        print("no W&B credentials (WANDB_API_KEY or ~/.netrc): nothing saved. Run `wandb login`, then this "
-              "command again (with --entity) to create the workspace.", file=sys.stderr)
+        print(
+            "no W&B credentials (WANDB_API_KEY or ~/.netrc): nothing saved. Run `wandb login`, then this "
+            "command again (with --entity) to create the workspace.",
+            file=sys.stderr,
+        )
         return
     if entity == "your-entity":
         parser.exit(2, "error: --entity is needed to save (or set WANDB_ENTITY)\n")

@@ -26,7 +26,9 @@ def run_summary(run: Run) -> Dict[str, Any]:
         return statistics.median(values) if values else None
 
     last_acc1 = run.values(keys.VAL_ACC1)
-    peaks = {key: max(run.values(key)) for key in (keys.PEAK_DEVICE_MEMORY_GB, keys.PEAK_HOST_MEMORY_GB) if run.values(key)}
+    peaks = {
+        key: max(run.values(key)) for key in (keys.PEAK_DEVICE_MEMORY_GB, keys.PEAK_HOST_MEMORY_GB) if run.values(key)
+    }
     steps = run.values(keys.GLOBAL_STEP)
     return {
         "run_id": run.run_id,

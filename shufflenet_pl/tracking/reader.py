@@ -51,8 +51,8 @@ def iter_records(path: Union[str, Path], verify: bool = True) -> Iterator[Any]:
             continue
         if pos + _HEADER > len(data):
             return
-        crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
+        crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        chunk = data[pos + _HEADER : pos + _HEADER + length]
         if kind == 0 or len(chunk) < length:
             return  # unwritten or truncated tail: a live or crashed run
         if verify and zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc:
@@ -112,7 +112,7 @@ def read_run_files(path: Union[str, Path]) -> RunFiles:
         raise FileNotFoundError(f"{path}: no run-*.wandb file (is this a W&B run folder, wandb/offline-run-*?)")
     folder = files[0].parent
     match = _DIR_PATTERN.match(folder.name)
-    run = RunFiles(path=folder, run_id=match.group(2) if match else files[0].stem[len("run-"):], start_time=0.0)
+    run = RunFiles(path=folder, run_id=match.group(2) if match else files[0].stem[len("run-") :], start_time=0.0)
     if match:
         from datetime import datetime
 
@@ -143,8 +143,11 @@ def read_run_files(path: Union[str, Path]) -> RunFiles:
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     # Config values are stored as {"value": ..., "desc": ...} by some wandb versions.
-    run.config = {k: v["value"] if isinstance(v, dict) and set(v) <= {"value", "desc"} and "value" in v else v
-                  for k, v in run.config.items() if not k.startswith("_")}
+    run.config = {
+        k: v["value"] if isinstance(v, dict) and set(v) <= {"value", "desc"} and "value" in v else v
+        for k, v in run.config.items()
+        if not k.startswith("_")
+    }
     return run
 
 
@@ -171,8 +174,9 @@ def _read_csv_metrics(path: Path) -> RunFiles:
                 summary[key] = {"max": max(value, summary.get(key, {"max": -math.inf})["max"])}
             elif not key.startswith("_"):
                 summary[key] = value
-    return RunFiles(path=path.parent, run_id=path.parent.name, start_time=path.stat().st_mtime, history=rows,
-                    summary=summary)
+    return RunFiles(
+        path=path.parent, run_id=path.parent.name, start_time=path.stat().st_mtime, history=rows, summary=summary
+    )
 
 
 def find_run_files(path: Union[str, Path]) -> List[Path]:
@@ -228,8 +232,9 @@ class Run:
         import numpy as np
 
         rows = [row for row in self.history if isinstance(row.get(key), (int, float))]
-        known = sorted({row[keys.GLOBAL_STEP]: row[x] for row in self.history
-                        if keys.GLOBAL_STEP in row and x in row}.items())
+        known = sorted(
+            {row[keys.GLOBAL_STEP]: row[x] for row in self.history if keys.GLOBAL_STEP in row and x in row}.items()
+        )
         if x == keys.GLOBAL_STEP or not known:
             return [row.get(keys.GLOBAL_STEP, row["_step"]) for row in rows], [row[key] for row in rows]
         steps, xs_known = zip(*known)

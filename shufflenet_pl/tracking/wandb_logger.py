@@ -51,10 +51,22 @@ _MODES = ("online", "offline", "disabled")
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}
 # SLURM variables that describe the job's resources and identity (``SLURM_`` prefix dropped, lower case).
 _SLURM_VARS = (
-    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME", "SLURM_CLUSTER_NAME",
-    "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT", "SLURM_JOB_QOS", "SLURM_JOB_NUM_NODES", "SLURM_NTASKS",
-    "SLURM_NTASKS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE", "SLURM_CPUS_PER_TASK",
-    "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT",
+    "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_CLUSTER_NAME",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_ACCOUNT",
+    "SLURM_JOB_QOS",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_NTASKS",
+    "SLURM_NTASKS_PER_NODE",
+    "SLURM_GPUS_ON_NODE",
+    "SLURM_GPUS_PER_NODE",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_JOB_NODELIST",
+    "SLURM_RESTART_COUNT",
 )
 
 
@@ -113,7 +125,9 @@ def _git_info() -> Dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
 
     try:
         commit = git("rev-parse", "HEAD").strip()
@@ -135,9 +149,11 @@ def job_resources() -> Dict[str, Any]:
             resources["launch"] = {"job_dir": job_dir, **launch} if isinstance(launch, dict) else {"job_dir": job_dir}
         except (OSError, ValueError) as err:
             # Tracking must not stop a training job: say what is missing and go on.
-            rank_zero_warn(f"{JOB_DIR_ENV}={job_dir}: cannot read {path} ({err}); the W&B run config will lack the job's resources")
+            rank_zero_warn(
+                f"{JOB_DIR_ENV}={job_dir}: cannot read {path} ({err}); the W&B run config will lack the job's resources"
+            )
             resources["launch"] = {"job_dir": job_dir}
-    slurm = {name[len("SLURM_"):].lower(): os.environ[name] for name in _SLURM_VARS if name in os.environ}
+    slurm = {name[len("SLURM_") :].lower(): os.environ[name] for name in _SLURM_VARS if name in os.environ}
     if slurm:
         resources["slurm"] = slurm
     return resources
@@ -152,8 +168,11 @@ def run_context() -> Dict[str, Any]:
 
     context: Dict[str, Any] = {"git": _git_info(), **job_resources()}
     context["versions"] = {
-        "shufflenet_pl": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "lightning": lightning.__version__, "python": sys.version.split()[0],
+        "shufflenet_pl": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "python": sys.version.split()[0],
     }
     return {key: value for key, value in context.items() if value}
 
@@ -248,10 +267,12 @@ class WandbLogger(LightningWandbLogger):
             define_wandb_metrics(run, images_seen_axis=False)
             if self.mode == "offline":
                 run_folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>/files
-                print(f"shufflenet-pl: W&B is offline ({self.mode_reason}): run {run.id} is saved in {run_folder}; "
-                      f"upload it later with `wandb sync {run_folder}`", file=sys.stderr)
+                print(
+                    f"shufflenet-pl: W&B is offline ({self.mode_reason}): run {run.id} is saved in {run_folder}; "
+                    f"upload it later with `wandb sync {run_folder}`",
+                    file=sys.stderr,
+                )
         return super().experiment
-
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
@@ -287,8 +308,12 @@ class WandbLogger(LightningWandbLogger):
             wandb.teardown()
         except Exception:  # it cannot reach the dead service; the new run replaces it below
             pass
-        print(f"shufflenet-pl: W&B's service stopped ({type(err).__name__}); continuing run {dead.id} in a new "
-              f"service and logging again what it had not written", file=sys.stderr, flush=True)
+        print(
+            f"shufflenet-pl: W&B's service stopped ({type(err).__name__}); continuing run {dead.id} in a new "
+            f"service and logging again what it had not written",
+            file=sys.stderr,
+            flush=True,
+        )
         self._wandb_init["id"] = dead.id
         self._wandb_init["resume"] = "allow"
         self._experiment = None
@@ -330,8 +355,13 @@ class RunConfigSaver(SaveConfigCallback):
         run_dir = trainer.strategy.broadcast(run_dir)
         if trainer.is_global_zero:
             os.makedirs(run_dir, exist_ok=True)
-            self.parser.save(self.config, os.path.join(run_dir, self.config_filename), skip_none=False,
-                             overwrite=True, multifile=self.multifile)
+            self.parser.save(
+                self.config,
+                os.path.join(run_dir, self.config_filename),
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -380,8 +410,12 @@ def remove_wandb_loggers(trainer_config: Namespace) -> bool:
         return False
     if not kept:
         save_dir = trainer_config.get("default_root_dir") or "."
-        kept = [Namespace(class_path="lightning.pytorch.loggers.CSVLogger",
-                          init_args=Namespace(save_dir=save_dir, name="lightning_logs"))]
+        kept = [
+            Namespace(
+                class_path="lightning.pytorch.loggers.CSVLogger",
+                init_args=Namespace(save_dir=save_dir, name="lightning_logs"),
+            )
+        ]
     trainer_config.logger = kept if len(kept) > 1 else kept[0]
     return True
 
