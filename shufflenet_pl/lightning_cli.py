@@ -5,13 +5,16 @@ Lightning."""
 import argparse
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any, List, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import PredictionWriter
+from .checkpoints import choose_checkpoint, use_verified_checkpoints
 from .data.common import InputError, per_device_batch_size
+from .files import NoSpaceError
 from .tools import tools_epilog
 from .module import ImageClassifier
 from .quiet import make_trainer_quiet, silence_third_party_noise
@@ -74,6 +77,12 @@ class ShuffleNetCLI(LightningCLI):
             help="do not log to W&B: the config's W&B logger is dropped (a CSVLogger in "
             "trainer.default_root_dir replaces it when no other logger is left)",
         )
+        parser.add_argument(
+            "--restart-from-scratch",
+            action="store_true",
+            help="fit: when every checkpoint of --ckpt_path's folder fails to verify, start from step 0 "
+            "and remove them (without it, fit refuses to start)",
+        )
         # The data decides the class count; the classifier head follows it so they cannot disagree.
         parser.link_arguments(
             "data",
@@ -103,6 +112,7 @@ class ShuffleNetCLI(LightningCLI):
                 f"the data decides the class count: leave num_classes out (or set data.num_classes)\n",
             )
         apply_cli_defaults(self.trainer, self.subcommand)
+        use_verified_checkpoints(self.trainer)
         make_trainer_quiet(self.trainer)
         weights = self._get(self.config, "weights")
         if weights:
@@ -118,8 +128,8 @@ class ShuffleNetCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except InputError as err:  # a bad file or setting met while running: one line, not a traceback
-            self.parser.exit(2, f"error: {err}\n")
+        except (InputError, NoSpaceError) as err:  # a bad file or setting, a full disk: one line
+            self.parser.exit(2, f"error: {err.strerror if isinstance(err, NoSpaceError) else err}\n")
 
     def _check_batch_divides(self) -> None:
         """The global batch must divide over all processes: checked here, in the launching process,
@@ -147,8 +157,27 @@ class ShuffleNetCLI(LightningCLI):
     def before_test(self) -> None:
         self._check_batch_divides()
 
+    def _verify_ckpt_path(self) -> None:
+        """A ``--ckpt_path`` file that fails to verify is named and skipped for the newest good
+        checkpoint of its folder; none good stops here (or, with ``--restart-from-scratch``, fit starts
+        from step 0)."""
+        kwargs = self.config_init[self.subcommand]
+        ckpt_path = kwargs.get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).exists():
+            return  # "last", "best", a missing file: Lightning resolves or refuses them
+        try:
+            choice = choose_checkpoint(
+                Path(ckpt_path),
+                restart_from_scratch=bool(self._get(self.config, "restart_from_scratch")),
+                remove_discarded=self.trainer.is_global_zero,
+            )
+        except InputError as err:
+            self.parser.exit(2, f"error: {err}\n")
+        kwargs["ckpt_path"] = str(choice.path) if choice.path is not None else None
+
     def before_fit(self) -> None:
         self._check_batch_divides()
+        self._verify_ckpt_path()
         try:  # a setting the chosen device cannot run: one line before any work, not a traceback from fit
             self.model.check_device(self.trainer.strategy.root_device)
         except ValueError as err:
