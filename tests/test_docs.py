@@ -62,7 +62,8 @@ def test_results_file_renders_its_figures(fake_root: Path) -> None:
     headline = write_page(fake_root, "headline")
     render_docs.main([])
     assert (
-        "| Data loading, our FFCV decode stage vs torchvision ImageFolder, 2-core CPU | 2.63x |" in headline.read_text()
+        "| Data loading, our FFCV decode stage vs torchvision ImageFolder, every worker count, 2-core CPU | 2.63x |"
+        in headline.read_text()
     )
 
 
@@ -77,3 +78,50 @@ def test_record_demo_writes_the_headline_accuracy(fake_root: Path) -> None:
     page = write_page(fake_root, "headline")
     assert render_docs.main(["--record-demo", str(job)]) == 0
     assert "| Demo job (`launch.py`): validation top-1 | 91.3 % after 8 epochs |" in page.read_text()
+
+
+def _throughput_cells(speedups: dict) -> dict:
+    return {
+        "results": [
+            {"width": width, "mode": mode, "setting": setting, "speedup": value}
+            for (width, mode, setting), value in speedups.items()
+        ]
+    }
+
+
+def _headline_value(page: Path, label: str) -> str:
+    for line in page.read_text().splitlines():
+        if line.startswith(f"| {label} |"):
+            return line.split(" | ")[1]
+    raise AssertionError(f"no headline row {label!r} in {page.read_text()}")
+
+
+def test_headline_summarizes_whole_tables_not_one_cell(fake_root: Path) -> None:
+    results = fake_root / "benchmarks/results/h200"
+    results.mkdir(parents=True)
+    cells = {
+        (width, mode, setting): 1.0
+        for width in ("0.5x", "1.0x", "1.5x", "2.0x")
+        for mode in ("train", "infer")
+        for setting in ("fp32", "channels_last", "bf16")
+    }
+    label = "Inference (batch 256) vs torchvision, every width and setting measured, H200"
+    page = write_page(fake_root, "headline")
+
+    def render(speedups: dict) -> str:
+        (results / "model_throughput.json").write_text(json.dumps(_throughput_cells(speedups)))
+        render_docs.main([])
+        return _headline_value(page, label)
+
+    assert render(cells) == "1.00x median of 12 (1.00x to 1.00x)"
+    # One favourable cell moves the range, not the headline figure.
+    best = {**cells, ("2.0x", "infer", "channels_last"): 1.45}
+    assert render(best) == "1.00x median of 12 (1.00x to 1.45x)"
+    # Most cells slower: the headline follows them, whatever the best cell says.
+    slower = {k: (0.8 if k[1] == "infer" else v) for k, v in best.items()}
+    assert render({**slower, ("2.0x", "infer", "channels_last"): 1.45}) == "0.80x median of 12 (0.80x to 1.45x)"
+    # A training cell does not enter the inference row.
+    assert render({**cells, ("1.0x", "train", "fp32"): 9.0}) == "1.00x median of 12 (1.00x to 1.00x)"
+    # An even count: the mean of the two middle cells.
+    even = {k: (1.2 if k[0] in ("1.5x", "2.0x") else v) for k, v in cells.items()}
+    assert render(even) == "1.10x median of 12 (1.00x to 1.20x)"
