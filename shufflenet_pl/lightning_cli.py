@@ -10,9 +10,10 @@ from typing import Any, List, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .callbacks import PredictionWriter
-from .checkpoints import choose_checkpoint, use_verified_checkpoints
+from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
 from .data.common import InputError, per_device_batch_size
 from .files import NoSpaceError
 from .tools import tools_epilog
@@ -98,6 +99,29 @@ class ShuffleNetCLI(LightningCLI):
         # asked for (one that is not the network's default), to refuse a different one instead of ignoring it.
         self._requested_num_classes = _explicit_num_classes(self._get(self.config, "model.model", None))
 
+    def _parse_ckpt_path(self) -> None:
+        """Verify ``--ckpt_path`` before anything reads it. For ``fit``, a file that fails is named and
+        skipped for the newest good checkpoint of its folder, and none good stops here (or, with
+        ``--restart-from-scratch``, fit starts from step 0); other subcommands refuse a bad file."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            if subcommand != "fit":
+                why = verify_checkpoint(ckpt_path)
+                if why is not None:
+                    self.parser.exit(2, f"error: --ckpt_path {ckpt_path}: {why}\n")
+            else:
+                try:
+                    choice = choose_checkpoint(
+                        Path(ckpt_path),
+                        restart_from_scratch=bool(self.config.get("restart_from_scratch")),
+                        remove_discarded=rank_zero_only.rank == 0,
+                    )
+                except InputError as err:
+                    self.parser.exit(2, f"error: {err}\n")
+                self.config[subcommand]["ckpt_path"] = str(choice.path) if choice.path is not None else None
+        super()._parse_ckpt_path()
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -157,27 +181,8 @@ class ShuffleNetCLI(LightningCLI):
     def before_test(self) -> None:
         self._check_batch_divides()
 
-    def _verify_ckpt_path(self) -> None:
-        """A ``--ckpt_path`` file that fails to verify is named and skipped for the newest good
-        checkpoint of its folder; none good stops here (or, with ``--restart-from-scratch``, fit starts
-        from step 0)."""
-        kwargs = self.config_init[self.subcommand]
-        ckpt_path = kwargs.get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).exists():
-            return  # "last", "best", a missing file: Lightning resolves or refuses them
-        try:
-            choice = choose_checkpoint(
-                Path(ckpt_path),
-                restart_from_scratch=bool(self._get(self.config, "restart_from_scratch")),
-                remove_discarded=self.trainer.is_global_zero,
-            )
-        except InputError as err:
-            self.parser.exit(2, f"error: {err}\n")
-        kwargs["ckpt_path"] = str(choice.path) if choice.path is not None else None
-
     def before_fit(self) -> None:
         self._check_batch_divides()
-        self._verify_ckpt_path()
         try:  # a setting the chosen device cannot run: one line before any work, not a traceback from fit
             self.model.check_device(self.trainer.strategy.root_device)
         except ValueError as err:
