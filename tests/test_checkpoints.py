@@ -470,3 +470,46 @@ def test_resume_with_every_checkpoint_damaged_refuses(tmp_path: Path, one_thread
     assert "--restart-from-scratch" in line
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == before
     print(line)
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_jobs_timed_checkpoint_is_reported_by_its_line(demo_root: Path, tmp_path: Path) -> None:
+    """A local job on a disk with room for one checkpoint: the step-1 timed checkpoint is written, the
+    step-2 one meets the full disk. The launcher names the full disk for rank 0 (not a kill); step 1's
+    last.ckpt verifies and loads; no temporary file is left."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4608k", "tmpfs", str(jobs)], check=True)
+    try:
+        result = _launch(
+            [
+                "--cluster",
+                "local",
+                "--cpu",
+                "--gpus",
+                "1",
+                "--jobs-dir",
+                str(jobs),
+                *_fit_args(demo_root, tmp_path / "unused", 1)[1:],
+                "--trainer.callbacks+=shufflenet_pl.callbacks.TimedCheckpoint",
+                "--trainer.callbacks.init_args.every_minutes",
+                "0.00001",
+            ],
+            tmp_path,
+        )
+        (folder,) = jobs.iterdir()
+        checkpoints = folder / "checkpoints"
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = [line for line in result.stderr.splitlines() if " failed; rank 0: " in line]
+        assert line.endswith(
+            f"shufflenet-pl fit stopped: error: no space left on {jobs} writing {checkpoints / 'last.ckpt'}; "
+            "the previous file is intact"
+        ), line
+        assert "no result (killed" not in result.stderr
+        assert loads(checkpoints / "last.ckpt")["global_step"] == 1
+        assert temporaries(checkpoints) == []
+    finally:
+        subprocess.run(["umount", "-l", str(jobs)], check=False)
+    print(line)
