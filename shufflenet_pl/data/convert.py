@@ -26,13 +26,14 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps
-from tqdm import tqdm
+
 
 from .common import InputError, default_num_workers, private_temporary_path
+from .progress import Progress
 
 __all__ = [
     "ConversionResult",
@@ -186,14 +187,26 @@ def _check(path: str) -> Optional[str]:
     return None
 
 
-def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: bool) -> List[Optional[str]]:
-    bar_kwargs = dict(
-        total=len(paths), desc=desc, unit="img", disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10
-    )
+def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: "bool | Progress") -> List[Optional[str]]:
+    """Why each file cannot be decoded (``None``: it can), counted into ``progress`` (a display, or
+    whether to show one named ``desc``)."""
+    display = progress if isinstance(progress, Progress) else Progress(desc, enabled=progress)
+    display.phase("check", len(paths))
+    results: List[Optional[str]] = []
     if num_workers <= 1:
-        return [_check(p) for p in tqdm(paths, **bar_kwargs)]
-    with ProcessPoolExecutor(num_workers, initializer=_die_with, initargs=(os.getpid(),)) as pool:
-        return list(tqdm(pool.map(_check, paths, chunksize=64), **bar_kwargs))
+        checked: Iterable[Optional[str]] = map(_check, paths)
+        for reason in checked:
+            results.append(reason)
+            display.update()
+    else:
+        with ProcessPoolExecutor(num_workers, initializer=_die_with, initargs=(os.getpid(),)) as pool:
+            for reason in pool.map(_check, paths, chunksize=64):
+                results.append(reason)
+                display.update()
+    display.close()
+    if display is not progress:
+        display.finish()
+    return results
 
 
 class _Source:
@@ -292,13 +305,13 @@ def check_beton_complete(beton: Path) -> None:
 
 
 @contextlib.contextmanager
-def _ffcv_progress(show: bool) -> Iterator[None]:
-    """FFCV's writer draws its own tqdm bar (it takes no option to hide it): hidden unless ``show``."""
+def _ffcv_progress(display: Progress) -> Iterator[None]:
+    """FFCV's writer draws its own tqdm bar (it takes no option to hide or redirect it): it counts
+    into ``display`` instead, the split's one bar (or its lines in a log)."""
     import ffcv.writer
 
     original = ffcv.writer.tqdm
-    if not show:
-        ffcv.writer.tqdm = lambda *args, **kwargs: original(*args, **{**kwargs, "disable": True})
+    ffcv.writer.tqdm = display.as_tqdm
     try:
         yield
     finally:
@@ -398,17 +411,23 @@ def convert_split(
         ):
             return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
 
-    failures = check_images([p for p, _ in samples], num_workers, f"check {split_dir.name}", progress)
+    display = Progress(split_dir.name, enabled=progress)  # one bar for the split: check, then write
+    try:
+        failures = check_images([p for p, _ in samples], num_workers, split_dir.name, display)
+    finally:
+        display.close()
     skipped = [(path, reason) for (path, _), reason in zip(samples, failures) if reason is not None]
     if skipped and on_error == "stop":
         listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
         more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+        display.finish()
         raise UnreadableImagesError(
             f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
             f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in {sidecar.name})"
         )
     good = [s for s, reason in zip(samples, failures) if reason is None]
     if not good:
+        display.finish()
         raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
 
     from ffcv.fields import IntField, RGBImageField
@@ -430,10 +449,12 @@ def convert_split(
         }
         if progress:
             print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
-        with _ffcv_progress(progress):
+        display.phase("write", len(good))
+        with _ffcv_progress(display):
             DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
                 _Source(good, seed), chunksize=64
             )
+        display.finish()
         info = {
             "classes": class_names,
             "num_images": len(good),
@@ -451,6 +472,7 @@ def convert_split(
         tmp.replace(beton)
         tmp_sidecar.replace(sidecar)
     finally:
+        display.finish()
         tmp.unlink(missing_ok=True)
     return ConversionResult(beton, len(good), skipped)
 

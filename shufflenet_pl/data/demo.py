@@ -10,15 +10,14 @@ deterministic (one seed per image) and needs no download.
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 from typing import Dict
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from .common import private_temporary_path
+from .progress import Progress
 
 __all__ = ["DEMO_CLASSES", "make_demo_dataset", "draw_demo_image"]
 
@@ -185,22 +184,17 @@ def make_demo_dataset(
         for label_idx in range(len(DEMO_CLASSES))
         for i in range(n)
     ]
-    # In a log file (not a terminal) a bar redrawn every 0.1 s is noise: redraw every 10 s there.
-    bar = tqdm(
-        jobs,
-        desc=f"demo data -> {root}",
-        disable=not progress,
-        unit="img",
-        mininterval=0.1 if sys.stderr.isatty() else 10,
-    )
+    display = Progress(f"demo data -> {root}", enabled=progress).phase("draw", len(jobs))
     try:
-        for split, label_idx, i in bar:
+        for split, label_idx, i in jobs:
             label = DEMO_CLASSES[label_idx]
             split_offset = 0 if split == "train" else 10_000_000
             image_seed = seed * 100_000_000 + split_offset + label_idx * 1_000_000 + i
             out = tmp / split / label / f"{label}_{i:05d}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)
             draw_demo_image(label, image_seed).save(out, quality=quality)
+            display.update()
+        display.finish()  # the bar's last line before anything else is printed
         (tmp / _MANIFEST).write_text(json.dumps(spec, indent=1))
         root.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -213,5 +207,6 @@ def make_demo_dataset(
             if not (manifest.is_file() and json.loads(manifest.read_text()) == spec):
                 raise
     finally:
+        display.finish()
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left over if another process won or on error
     return root
