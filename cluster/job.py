@@ -86,6 +86,14 @@ class TrainingJob:
         env = submitit.JobEnvironment()
         folder = Path(self.folder)
         self._export_environment(env)
+        from shufflenet_pl.joblock import FolderInUse, lock_holder
+
+        holder = lock_holder(self.checkpoint_path.parent)
+        if holder is not None:  # another copy of this job trains here: touch nothing, not even bad files
+            raise FolderInUse(
+                f"{self.checkpoint_path.parent} is in use by a running trainer: pid {holder.get('pid')} on "
+                f"{holder.get('host')} (since {holder.get('started')}); this copy of the job does not start"
+            )
         resume = self._resume_checkpoint(remove_discarded=env.global_rank == 0)
         host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""

@@ -515,3 +515,26 @@ def test_full_disk_during_a_jobs_timed_checkpoint_is_reported_by_its_line(demo_r
     finally:
         subprocess.run(["umount", "-l", str(jobs)], check=False)
     print(line)
+
+
+@pytest.mark.slow
+def test_second_fit_into_a_running_folder_touches_nothing(demo_root: Path, tmp_path: Path, one_thread: None) -> None:
+    """``fit --ckpt_path`` into a folder whose trainer runs: refused with one line before any file of
+    the folder is verified or removed (a damaged last.ckpt there stays)."""
+    folder = tmp_path / "run" / "checkpoints"
+    tiny_fit(folder, max_epochs=2)
+    os.truncate(folder / "last.ckpt", 1000)
+    before = sorted(p.name for p in folder.iterdir())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _cli(_fit_args(demo_root, tmp_path / "run", 3, "--ckpt_path", str(folder / "last.ckpt")), tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {folder} is in use by a running trainer: pid {holder.pid} on "), line
+    assert sorted(p.name for p in folder.iterdir()) == before
+    print(line)
