@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import torch
 
+from shufflenet_pl.files import atomic_path, write_text
 from shufflenet_pl.analysis.timing import CLOCKS, median, time_interleaved
 
 __all__ = [
@@ -123,9 +124,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON via a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def save_figure(figure: Any, path: Path) -> None:
@@ -133,7 +132,6 @@ def save_figure(figure: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(figure)
-    tmp.replace(path)

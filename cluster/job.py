@@ -14,7 +14,6 @@ import socket
 import sys
 import time
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,22 +21,25 @@ __all__ = ["TrainingJob", "read_json", "write_json_atomic"]
 
 
 def write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temporary file, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` atomically in its folder, so a reader never sees half a file."""
+    from shufflenet_pl.files import write_text
+
+    write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def read_json(path: Path) -> Dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _is_complete_checkpoint(path: Path) -> bool:
-    """torch.save writes a zip archive: a file cut short by a kill has no central directory."""
+def _last_error_line(env: Any) -> Optional[str]:
+    """The last ``error: ...`` line the CLI printed to this rank's log (the CLI exits with it)."""
     try:
-        return path.is_file() and zipfile.is_zipfile(path)
-    except OSError:
-        return False
+        sys.stderr.flush()
+        text = Path(env.paths.stderr).read_text(errors="replace")
+    except Exception:  # no log file (run outside submitit), unreadable: the generic message stays
+        return None
+    lines = [line for line in text.splitlines() if line.startswith("error: ")]
+    return lines[-1] if lines else None
 
 
 class TrainingJob:
@@ -48,17 +50,28 @@ class TrainingJob:
         wandb_run_id: the job's W&B run id; the same for every restart of the job.
         executor: ``slurm`` or ``local``, as submitted.
         max_failures: times a SLURM job requeues itself when a rank died (a lost peer); 0: never.
+        restart_from_scratch: when every checkpoint of the folder fails to verify, start from step 0
+            (and remove them) instead of refusing.
     """
 
     # Class-level default: a job pickled by an earlier version (submitit re-reads the pickle at each
     # requeue) has no such attribute and falls back to it.
     max_failures: int = 3
+    restart_from_scratch: bool = False
 
-    def __init__(self, folder: str, wandb_run_id: str, executor: str, max_failures: int = 3) -> None:
+    def __init__(
+        self,
+        folder: str,
+        wandb_run_id: str,
+        executor: str,
+        max_failures: int = 3,
+        restart_from_scratch: bool = False,
+    ) -> None:
         self.folder = folder
         self.wandb_run_id = wandb_run_id
         self.executor = executor
         self.max_failures = max_failures
+        self.restart_from_scratch = restart_from_scratch
 
     @property
     def checkpoint_path(self) -> Path:
@@ -73,7 +86,7 @@ class TrainingJob:
         env = submitit.JobEnvironment()
         folder = Path(self.folder)
         self._export_environment(env)
-        resume = self._resume_checkpoint()
+        resume = self._resume_checkpoint(remove_discarded=env.global_rank == 0)
         host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""
         print(
@@ -99,10 +112,13 @@ class TrainingJob:
         except SystemExit as exit_:
             if exit_.code in (0, None):
                 raise
-            # The CLI printed why (a bad value, a missing dataset) above; make it a failure that
-            # submitit records, so the launcher can point at this log.
+            # The CLI printed why (a bad value, a missing dataset, a full disk) above; make it a failure
+            # that submitit records, with that line, so the launcher can name it.
+            line = _last_error_line(env)
             raise RuntimeError(
-                f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above in this log"
+                f"shufflenet-pl fit stopped: {line}"
+                if line
+                else f"shufflenet-pl fit stopped with exit status {exit_.code}; its message is above in this log"
             ) from None
         except Preempted as stop:
             _close_wandb_run()
@@ -177,30 +193,29 @@ class TrainingJob:
             return False
         return True
 
-    def _resume_checkpoint(self) -> Optional[Path]:
-        """``last.ckpt``; if a kill cut it short, the newest complete checkpoint of the folder."""
-        candidates = [self.checkpoint_path] + sorted(
-            (p for p in self.checkpoint_path.parent.glob("*.ckpt") if p != self.checkpoint_path),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
+    def _resume_checkpoint(self, remove_discarded: bool = True) -> Optional[Path]:
+        """``last.ckpt`` if it verifies, else the newest good checkpoint of the folder (each bad one
+        named in a line; the discarded timeline removed when ``remove_discarded``); ``None`` when the
+        folder has none.
+
+        Raises:
+            NoGoodCheckpoint: every checkpoint failed and not ``restart_from_scratch``.
+        """
+        from shufflenet_pl.checkpoints import choose_checkpoint
+
+        choice = choose_checkpoint(
+            self.checkpoint_path,
+            restart_from_scratch=getattr(self, "restart_from_scratch", False),
+            remove_discarded=remove_discarded,
         )
-        for candidate in candidates:
-            if _is_complete_checkpoint(candidate):
-                return candidate
-            if candidate.exists():
-                print(
-                    f"[shufflenet-pl] skipping {candidate}: incomplete (killed while writing?)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        return None
+        return choice.path
 
     def checkpoint(self) -> Any:
         """Called by submitit at preemption/timeout: the same job, which resumes from ``last.ckpt``."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(
-            TrainingJob(self.folder, self.wandb_run_id, self.executor, self.max_failures)
+            TrainingJob(self.folder, self.wandb_run_id, self.executor, self.max_failures, self.restart_from_scratch)
         )
 
     def _export_environment(self, env: Any) -> None:

@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a stopped or failed job in its folder: same config, W&B run and step count, "
         "from its newest complete checkpoint",
     )
+    job.add_argument(
+        "--restart-from-scratch",
+        action="store_true",
+        help="with --resume: when every checkpoint of the job fails to verify, start it over from step 0 "
+        "(removing them) instead of refusing",
+    )
     job.add_argument("--dry-run", action="store_true", help="print the sbatch script (or the local plan) and exit")
     wait = job.add_mutually_exclusive_group()
     wait.add_argument(
@@ -344,12 +350,13 @@ def _say_seed(seed: Any, given: Any) -> None:
 
 
 def write_config(config: Dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
+    from shufflenet_pl.files import write_text
+
+    write_text(
+        path,
         "# Resolved by launch.py; the job runs: shufflenet-pl fit --config <this file>\n"
-        + yaml.safe_dump(config, sort_keys=False)
+        + yaml.safe_dump(config, sort_keys=False),
     )
-    os.replace(tmp, path)
 
 
 # --- executors ---------------------------------------------------------------------------------
@@ -509,6 +516,15 @@ def _srun_task_errors(job: Any) -> Dict[int, str]:
     return errors
 
 
+def _no_space_line(task: Any) -> Optional[str]:
+    """The last "no space left on ..." line of a task's log, if it has one."""
+    log = task.paths.stderr
+    if not log.exists():
+        return None
+    found = [line for line in log.read_text(errors="replace").splitlines() if "no space left on " in line]
+    return found[-1][found[-1].index("no space left on ") :].strip() if found else None
+
+
 def _raise_if_failed(job: Any) -> None:
     from submitit.core.utils import pickle_load
 
@@ -518,6 +534,10 @@ def _raise_if_failed(job: Any) -> None:
         task = job.task(rank)
         path = task.paths.result_pickle
         if not path.exists():
+            full = _no_space_line(task)
+            if full:  # a full disk that held the result file too: Python said why in the log
+                failed.append((1, 0.0, rank, full))
+                continue
             # Died without a word from Python (a signal, the OOM killer, a lost node): the likely cause.
             failed.append((0, 0.0, rank, srun_errors.get(rank, "no result (killed, or crashed outside Python)")))
             continue
@@ -717,11 +737,19 @@ def resume(args: argparse.Namespace) -> int:
         raise LaunchError(
             f"--resume {args.resume}: the job finished (result.json); raise trainer.max_epochs in a new job instead"
         )
+    from shufflenet_pl.joblock import lock_holder
+
+    holder = lock_holder(folder / "checkpoints")
+    if holder is not None:
+        raise LaunchError(
+            f"--resume {args.resume}: its trainer is still running (pid {holder.get('pid')} on "
+            f"{holder.get('host')}, since {holder.get('started')}); wait for it or stop it first"
+        )
     executor = record["executor"]
     resources = Resources(**record["resources"])
     if args.max_failures is not None:
         resources.max_failures = args.max_failures
-    job = TrainingJob(str(folder), record["wandb_run_id"], executor, resources.max_failures)
+    job = TrainingJob(str(folder), record["wandb_run_id"], executor, resources.max_failures, args.restart_from_scratch)
     checkpoint = job._resume_checkpoint()
     _say(
         f"resuming {folder} (W&B run {record['wandb_run_id']}) "

@@ -1,7 +1,6 @@
 """Callbacks: Lightning glue that is neither model nor data."""
 
 import csv
-import os
 import resource
 import sys
 import time
@@ -14,6 +13,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
+from .checkpoints import use_verified_checkpoints
+from .files import atomic_write
+from .joblock import FolderInUse, FolderLock
 from .tracking import metrics as keys
 
 __all__ = [
@@ -28,12 +30,64 @@ __all__ = [
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
-    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is refreshed at every save point.
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is refreshed at every save point, whose
+    files are written atomically with a checksum, and whose folder one trainer at a time trains into.
 
     Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint was written at the same step, so an
     epoch that does not improve the monitored metric leaves ``last.ckpt`` behind, and a crashed run
-    would resume from an older epoch. Here ``last.ckpt`` always holds the newest state.
+    would resume from an older epoch. Here ``last.ckpt`` always holds the newest state. While ``fit``
+    runs, rank 0 holds the folder's :class:`~shufflenet_pl.joblock.FolderLock`: a second trainer into
+    the same folder stops, on all its ranks, with one line naming the running one.
     """
+
+    _lock: Optional[FolderLock] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        use_verified_checkpoints(trainer)
+        super().setup(trainer, pl_module, stage)
+        if stage != "fit" or not self.dirpath:
+            return
+        refusal = None
+        if trainer.is_global_zero:
+            lock = FolderLock(self.dirpath)
+            try:
+                self._lock = lock.acquire()
+            except FolderInUse as err:
+                refusal = str(err)
+            else:
+                if lock.taken_over:
+                    print(
+                        f"[shufflenet-pl] took over the lock of {self.dirpath} from {lock.describe_taken_over()}, "
+                        "which no longer runs",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        refusal = trainer.strategy.broadcast(refusal)
+        if refusal:
+            raise FolderInUse(refusal)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().teardown(trainer, pl_module, stage)
+        self._release()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self._release()
+
+    def _should_remove_checkpoint(self, trainer: L.Trainer, previous: str, current: str) -> bool:
+        # Lightning keeps the file a fit resumed from even when it drops out of the top k; one of this
+        # callback's own top-k files (in its folder) goes like any other, so that save_top_k holds
+        # across resumes and fallbacks.
+        if previous != current and trainer.ckpt_path is not None and self.dirpath is not None:
+            resumed = Path(trainer.ckpt_path).absolute()
+            if Path(previous).absolute() == resumed and resumed.parent == Path(self.dirpath).absolute():
+                return True
+        return super()._should_remove_checkpoint(trainer, previous, current)
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -66,7 +120,8 @@ def checkpoint_dir(trainer: L.Trainer, dirpath: Optional[str] = None) -> Path:
 
 def save_last_checkpoint(trainer: L.Trainer, directory: Path) -> Path:
     """Save ``<directory>/last.ckpt`` now, on all ranks together (collective; rank 0 writes), through a
-    temporary file renamed into place: a kill mid-write never leaves a torn ``last.ckpt``."""
+    temporary file in ``directory`` renamed into place with its checksum: a kill or a full disk
+    mid-write never leaves a torn ``last.ckpt``."""
     final = directory / f"{_LightningModelCheckpoint.CHECKPOINT_NAME_LAST}{_LightningModelCheckpoint.FILE_EXTENSION}"
     # The saved ModelCheckpoint state must call this file "last", or after a restart it would write
     # last-v1.ckpt next to it instead of replacing it.
@@ -78,11 +133,8 @@ def save_last_checkpoint(trainer: L.Trainer, directory: Path) -> Path:
             and Path(callback.dirpath).resolve() == directory.resolve()
         ):
             callback.last_model_path = str(final)
-    partial = directory / (final.name + ".tmp")
-    trainer.save_checkpoint(partial)
-    if trainer.is_global_zero:
-        os.replace(partial, final)
-    trainer.strategy.barrier("save-last-checkpoint")
+    use_verified_checkpoints(trainer)
+    trainer.save_checkpoint(final)  # collective; its CheckpointIO writes atomically
     return final
 
 
@@ -102,6 +154,9 @@ class TimedCheckpoint(L.Callback):
         self.every_minutes = every_minutes
         self.dirpath = dirpath
         self._last_save = time.monotonic()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        use_verified_checkpoints(trainer)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_save = time.monotonic()
@@ -151,8 +206,7 @@ class PredictionWriter(BasePredictionWriter):
             for top_classes, top_probs in zip(batch["classes"].tolist(), batch["probs"].tolist()):
                 names = [classes[c] if c < len(classes) else str(c) for c in top_classes]
                 rows.append((names, top_probs))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with atomic_write(self.path, "w") as f:
             writer = csv.writer(f)
             writer.writerow(["index", "path", "top1", "top1_prob", "topk", "topk_probs"])
             for index, (names, probs) in enumerate(rows):
@@ -160,7 +214,6 @@ class PredictionWriter(BasePredictionWriter):
                 writer.writerow(
                     [index, path, names[0], f"{probs[0]:.5f}", " ".join(names), " ".join(f"{p:.5f}" for p in probs)]
                 )
-        tmp.replace(self.path)
         print(f"wrote {len(rows)} predictions to {self.path}")
 
 

@@ -14,6 +14,7 @@ from typing import IO, Callable, Iterator
 __all__ = [
     "NoSpaceError",
     "atomic_path",
+    "atomic_paths",
     "atomic_write",
     "call_atomically",
     "no_space_error",
@@ -80,6 +81,41 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: Path | str) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for files that belong together (a checkpoint and its checksum): every
+    temporary file is written and fsynced before the first rename, so a full disk or a failed writer
+    leaves all of them as they were; they are renamed in the order given."""
+    targets = [Path(p) for p in paths]
+    temporaries = [temporary_sibling(p) for p in targets]
+    try:
+        yield temporaries
+        for tmp in temporaries:
+            _fsync_file(tmp)
+        for tmp, target in zip(temporaries, targets):
+            os.replace(tmp, target)
+        for directory in dict.fromkeys(t.parent for t in targets):
+            _fsync_directory(directory)
+    except OSError as error:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC and not isinstance(error, NoSpaceError):
+            raise no_space_error(targets[0], error) from error
+        raise
+    except BaseException:
+        for tmp in temporaries:
+            tmp.unlink(missing_ok=True)
         raise
 
 

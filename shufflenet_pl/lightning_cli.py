@@ -5,13 +5,17 @@ Lightning."""
 import argparse
 import importlib
 import inspect
+from pathlib import Path
 from typing import Any, List, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .callbacks import PredictionWriter
+from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
 from .data.common import InputError, per_device_batch_size
+from .files import NoSpaceError
 from .tools import tools_epilog
 from .module import ImageClassifier
 from .quiet import make_trainer_quiet, silence_third_party_noise
@@ -74,6 +78,12 @@ class ShuffleNetCLI(LightningCLI):
             help="do not log to W&B: the config's W&B logger is dropped (a CSVLogger in "
             "trainer.default_root_dir replaces it when no other logger is left)",
         )
+        parser.add_argument(
+            "--restart-from-scratch",
+            action="store_true",
+            help="fit: when every checkpoint of --ckpt_path's folder fails to verify, start from step 0 "
+            "and remove them (without it, fit refuses to start)",
+        )
         # The data decides the class count; the classifier head follows it so they cannot disagree.
         parser.link_arguments(
             "data",
@@ -89,6 +99,29 @@ class ShuffleNetCLI(LightningCLI):
         # asked for (one that is not the network's default), to refuse a different one instead of ignoring it.
         self._requested_num_classes = _explicit_num_classes(self._get(self.config, "model.model", None))
 
+    def _parse_ckpt_path(self) -> None:
+        """Verify ``--ckpt_path`` before anything reads it. For ``fit``, a file that fails is named and
+        skipped for the newest good checkpoint of its folder, and none good stops here (or, with
+        ``--restart-from-scratch``, fit starts from step 0); other subcommands refuse a bad file."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            if subcommand != "fit":
+                why = verify_checkpoint(ckpt_path)
+                if why is not None:
+                    self.parser.exit(2, f"error: --ckpt_path {ckpt_path}: {why}\n")
+            else:
+                try:
+                    choice = choose_checkpoint(
+                        Path(ckpt_path),
+                        restart_from_scratch=bool(self.config.get("restart_from_scratch")),
+                        remove_discarded=rank_zero_only.rank == 0,
+                    )
+                except InputError as err:
+                    self.parser.exit(2, f"error: {err}\n")
+                self.config[subcommand]["ckpt_path"] = str(choice.path) if choice.path is not None else None
+        super()._parse_ckpt_path()
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -103,6 +136,7 @@ class ShuffleNetCLI(LightningCLI):
                 f"the data decides the class count: leave num_classes out (or set data.num_classes)\n",
             )
         apply_cli_defaults(self.trainer, self.subcommand)
+        use_verified_checkpoints(self.trainer)
         make_trainer_quiet(self.trainer)
         weights = self._get(self.config, "weights")
         if weights:
@@ -118,8 +152,8 @@ class ShuffleNetCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
-        except InputError as err:  # a bad file or setting met while running: one line, not a traceback
-            self.parser.exit(2, f"error: {err}\n")
+        except (InputError, NoSpaceError) as err:  # a bad file or setting, a full disk: one line
+            self.parser.exit(2, f"error: {err.strerror if isinstance(err, NoSpaceError) else err}\n")
 
     def _check_batch_divides(self) -> None:
         """The global batch must divide over all processes: checked here, in the launching process,

@@ -62,6 +62,8 @@ def import_weights_main(argv: Optional[List[str]] = None) -> None:
     write it as a plain state dict that ``--weights`` (or ``torch.load(weights_only=True)``) reads."""
     import torch
 
+    from .files import atomic_path
+
     from .models import build_model, list_models, load_torchvision_weights
 
     parser = argparse.ArgumentParser(
@@ -79,7 +81,6 @@ def import_weights_main(argv: Optional[List[str]] = None) -> None:
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(args.output)
+    with atomic_path(args.output) as tmp:
+        torch.save(model.state_dict(), tmp)
     print(f"{args.source} -> {args.output}: {args.model}, {sum(p.numel() for p in model.parameters()):,} parameters")

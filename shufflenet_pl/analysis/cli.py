@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import atomic_write, write_text
 from ..models import build_model, list_models, load_state_dict_file
 from .report import build_reports, format_report, resolve_model_name
 from .reuse import REUSE_RATIO, ReuseTrace, distance_profile, empirical_reuse, format_matrix, reuse_formula, trace_reuse
@@ -58,13 +59,11 @@ def load_model_for_analysis(
 
 
 def _write_csv(path: Path, matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], fmt: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_write(path, "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source \\ target", *col_labels])
         for label, row in zip(row_labels, matrix.tolist()):
             writer.writerow([label, *["" if isinstance(v, float) and np.isnan(v) else fmt.format(v) for v in row]])
-    tmp.replace(path)
 
 
 def _stage_summary(trace: ReuseTrace, counts: np.ndarray, formula: np.ndarray) -> List[str]:
@@ -230,9 +229,7 @@ def _model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(table)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        tmp.write_text(table + "\n")
-        tmp.replace(args.output)
+        write_text(args.output, table + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
 
 

@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..files import atomic_path
+
 __all__ = ["save_heatmap"]
 
 
@@ -78,7 +80,6 @@ def save_heatmap(
     axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, shrink=0.8, label=colorbar_label)
 
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=130)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=130)
     return path

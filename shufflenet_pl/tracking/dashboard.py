@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..files import write_text
 from . import metrics as keys
 from .wandb_logger import DEFAULT_PROJECT, find_wandb_credentials
 
@@ -139,9 +140,7 @@ def dashboard_main(argv: Optional[List[str]] = None) -> None:
         print(f"  {section}: " + "; ".join(f"{s.title} [{', '.join(s.y)} vs {s.x}]" for s in specs))
     if args.spec:
         args.spec.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.spec.with_name(args.spec.name + ".tmp")
-        tmp.write_text(json.dumps(spec, indent=1))
-        tmp.replace(args.spec)
+        write_text(args.spec, json.dumps(spec, indent=1))
         print(f"wrote the spec to {args.spec}")
     if args.dry_run:
         return

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..files import atomic_path
 from . import metrics as keys
 from .reader import Run, load_run
 
@@ -124,10 +125,9 @@ def plot_run(run: Run, output: Path, title: Optional[str] = None) -> Path:
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(output)
     return output
 
 
