@@ -346,7 +346,7 @@ def _say_seed(seed: Any, given: Any) -> None:
     elif given is True or given is None:
         _say(f"seed {seed} (the default; --seed_everything N for another)")
     else:
-        _say(f"seed {seed} (given)")
+        _say(f"seed {seed} (set by the config or the command line)")
 
 
 def write_config(config: Dict[str, Any], path: Path) -> None:
