@@ -242,6 +242,38 @@ def _loader_speedup(data: Results) -> Optional[str]:
     )
 
 
+DEMO_SEEDS = "benchmarks/results/cpu-2core/demo_seeds.json"
+
+
+def _demo_headline(job: Results, seeds: Optional[Results]) -> Optional[str]:
+    """The recorded main job's top-1, and the lowest and highest over the seeds file's runs (when
+    there is one): the figure a user gets with the default seed and how far another seed moves it."""
+    if "val/acc1" not in job.get("metrics", {}):
+        return None
+    text = f"{100 * job['metrics']['val/acc1']:.1f} % after {job['epochs']} epochs"
+    if seeds and seeds.get("runs"):
+        accs = [r["val_acc1"] for r in seeds["runs"]]
+        text += f" ({len(accs)} seeds: {100 * min(accs):.1f} to {100 * max(accs):.1f} %)"
+    return text
+
+
+def demo_seeds(data: Results) -> str:
+    """One row per seed of ``benchmarks/demo_seeds.py``: top-1, steps and the command's wall time."""
+    rows = [
+        [
+            str(r["seed"]),
+            f"{100 * r['val_acc1']:.1f} %",
+            str(r["global_step"]),
+            f"{r['wall_s'] / 60:.1f} min",
+        ]
+        for r in data["runs"]
+    ]
+    accs = [r["val_acc1"] for r in data["runs"]]
+    rows.append(["median", f"{100 * _median(accs):.1f} %", "", ""])
+    table = markdown_table(["seed", "validation top-1", "optimizer steps", "wall time of the command"], rows)
+    return f"{table}\n\n`{data['command']}` on {data['cpus']} CPU cores, one job per seed."
+
+
 @dataclass(frozen=True)
 class Headline:
     what: str
@@ -260,11 +292,7 @@ HEADLINES = [
         "Demo job (`launch.py`): validation top-1",
         "benchmarks/results/cpu-2core/demo_job.json",
         "docs/training.md",
-        lambda d: (
-            f"{100 * d['metrics']['val/acc1']:.1f} % after {d['epochs']} epochs"
-            if "val/acc1" in d.get("metrics", {})
-            else None
-        ),
+        lambda d: _demo_headline(d, load(DEMO_SEEDS)),
     ),
     Headline(
         "Training step vs torchvision, every width and setting measured, 2-core CPU",
@@ -505,6 +533,7 @@ TABLES = [
         (f"{CPU}/demo_job.json",),
         key_value_table(
             [
+                ("seed", "seed", "text"),
                 ("epochs", "epochs", "text"),
                 ("optimizer steps", "global_step", "text"),
                 ("validation top-1", "val_acc1_percent", "text"),
@@ -512,6 +541,12 @@ TABLES = [
             ]
         ),
         "python launch.py && python -m benchmarks.render_docs --record-demo jobs/<job folder>",
+    ),
+    Table(
+        "demo-seeds",
+        (DEMO_SEEDS,),
+        demo_seeds,
+        "python benchmarks/demo_seeds.py --seeds 0 1 2 --json benchmarks/results/cpu-2core/demo_seeds.json",
     ),
 ]
 
@@ -570,6 +605,15 @@ def render_page(text: str, page: Path) -> str:
     return MARKER.sub(replace, text)
 
 
+def _job_seed(job_dir: Path) -> Any:
+    """``seed_everything`` of a job folder's ``config.yaml`` (``None`` without one)."""
+    config = job_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    match = re.search(r"^seed_everything: *(\S+)", config.read_text(), re.M)
+    return json.loads(match.group(1)) if match else None
+
+
 def record_demo(job_dir: Path, out: Path) -> None:
     """Write the headline figures of a finished demo job (its ``result.json``) as a results file."""
     result_file = job_dir / "result.json"
@@ -584,6 +628,7 @@ def record_demo(job_dir: Path, out: Path) -> None:
         "metrics": {k: v for k, v in metrics.items() if k.startswith("val/")},
         "val_acc1_percent": f"{100 * metrics['val/acc1']:.1f} %" if "val/acc1" in metrics else None,
         "val_acc5_percent": f"{100 * metrics['val/acc5']:.1f} %" if "val/acc5" in metrics else None,
+        "seed": _job_seed(job_dir),
         "command": "python launch.py",
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,7 @@ class TrainingJob:
         # The job's own sys.argv is submitit's; the training arguments are given explicitly.
         warnings.filterwarnings("ignore", "LightningCLI's args parameter")
         try:
-            cli = build_cli(args)
+            cli = build_cli(args, save_config=False)  # the job folder's config.yaml is the one config
         except SystemExit as exit_:
             if exit_.code in (0, None):
                 raise

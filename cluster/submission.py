@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "experiment" / "demo.yaml"
 #: Minutes between the periodic last.ckpt of a job whose trainer config sets no TimedCheckpoint.
 DEFAULT_CHECKPOINT_MINUTES = 10.0
+#: The seed of a job whose config gives none (or ``seed_everything: true``): the same command trains
+#: the same weights on the same machine; ``--seed_everything N`` picks another.
+DEFAULT_SEED = 0
 #: Time limit when neither --time nor the partition gives one.
 FALLBACK_TIME_MIN = 24 * 60
 _TERMINAL_STATES = {
@@ -293,8 +296,8 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     The Trainer's size comes from the resources; checkpoints go to ``<folder>/checkpoints`` with a
     ``last.ckpt`` (saved also at preemption by ``PreemptionCheckpoint`` and every few minutes by
     ``TimedCheckpoint``); loggers write under the
-    folder; a ``seed_everything: true`` becomes a fixed seed so that every rank and every restart
-    draws the same one.
+    folder; a config without a seed (or with ``seed_everything: true``) gets :data:`DEFAULT_SEED`, so
+    that every rank, every restart and every run of the same command draws the same one.
     """
     trainer = config.setdefault("trainer", {})
     trainer.update(resources.trainer_settings(executor))
@@ -333,9 +336,18 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     for logger in _as_list(trainer.get("logger")):
         if isinstance(logger, dict) and "save_dir" in (logger.get("init_args") or {}):
             logger["init_args"]["save_dir"] = str(folder)
-    if config.get("seed_everything") in (True, None):
-        config["seed_everything"] = secrets.randbelow(2**31)
+    if config.get("seed_everything") is True or config.get("seed_everything") is None:
+        config["seed_everything"] = DEFAULT_SEED
     return config
+
+
+def _say_seed(seed: Any, given: Any) -> None:
+    if seed is False:
+        _say("seed: none (seed_everything: false): runs differ from each other")
+    elif given is True or given is None:
+        _say(f"seed {seed} (the default; --seed_everything N for another)")
+    else:
+        _say(f"seed {seed} (set by the config or the command line)")
 
 
 def write_config(config: Dict[str, Any], path: Path) -> None:
@@ -648,11 +660,14 @@ def launch(argv: Sequence[str]) -> int:
             folder = root if len(elements) == 1 else root / f"{index:02d}-{_label(choices)}"
             folder.mkdir(exist_ok=True)
             (folder / "checkpoints").mkdir(exist_ok=True)
+            given = resolved.get("seed_everything")
             config = apply_job_settings(resolved, resources, executor, folder)
+            _say_seed(config["seed_everything"], given)
             write_config(config, folder / "config.yaml")
             _validate_config_file(folder / "config.yaml")
             run_id = _wandb_run_id()
             record = _launch_record(args, resources, executor, folder, choices, run_id)
+            record["seed"] = config["seed_everything"]
             write_json_atomic(folder / "launch.json", record)
             jobs_to_submit.append((folder, TrainingJob(str(folder), run_id, executor, resources.max_failures)))
     except BaseException:

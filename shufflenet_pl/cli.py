@@ -13,12 +13,13 @@ from .tools import TOOLS
 __all__ = ["TOOLS", "build_cli", "main"]  # ShuffleNetCLI: lazily, through __getattr__
 
 
-def build_cli(args: Optional[List[str]] = None, run: bool = True) -> Any:
+def build_cli(args: Optional[List[str]] = None, run: bool = True, save_config: bool = True) -> Any:
     """The Lightning CLI (:class:`~shufflenet_pl.lightning_cli.ShuffleNetCLI`) over ``args``
-    (``run=False`` only parses and instantiates)."""
+    (``run=False`` only parses and instantiates; ``save_config=False``: no copy of the resolved
+    config in the run's folder, for a caller that keeps it already)."""
     from .lightning_cli import build_cli as build_lightning_cli
 
-    return build_lightning_cli(args, run)
+    return build_lightning_cli(args, run, save_config)
 
 
 def __getattr__(name: str) -> Any:

@@ -194,8 +194,12 @@ class ShuffleNetCLI(LightningCLI):
             self.trainer.callbacks.append(PredictionWriter())
 
 
-def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ShuffleNetCLI:
-    """The Lightning CLI over ``args`` (``run=False`` only parses and instantiates)."""
+def build_cli(args: Optional[List[str]] = None, run: bool = True, save_config: bool = True) -> ShuffleNetCLI:
+    """The Lightning CLI over ``args`` (``run=False`` only parses and instantiates).
+
+    ``save_config=False`` writes no ``config.yaml`` into the run's folder (a launcher's job folder
+    holds the file the run reads); the W&B run still receives the config.
+    """
     silence_third_party_noise()
     return ShuffleNetCLI(
         ImageClassifier,
@@ -204,7 +208,7 @@ def build_cli(args: Optional[List[str]] = None, run: bool = True) -> ShuffleNetC
         args=args,
         run=run,
         save_config_callback=RunConfigSaver,
-        save_config_kwargs={"overwrite": True},
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": save_config},
         parser_kwargs={"epilog": tools_epilog(), "formatter_class": argparse.RawDescriptionHelpFormatter},
         auto_configure_optimizers=False,
     )

@@ -14,7 +14,15 @@ from conftest import REPO
 
 from cluster.job import TrainingJob
 from cluster.resources import Resources, _gpus_of, list_presets, load_preset, parse_time
-from cluster.submission import LaunchError, apply_job_settings, parse_args, parse_sweeps, _label, _sweep_args
+from cluster.submission import (
+    DEFAULT_SEED,
+    LaunchError,
+    apply_job_settings,
+    parse_args,
+    parse_sweeps,
+    _label,
+    _sweep_args,
+)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +204,7 @@ def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
     assert checkpoint["init_args"]["save_last"] is True and checkpoint["init_args"]["enable_version_counter"] is False
     assert preemption["class_path"] == "cluster.requeue.PreemptionCheckpoint"
     assert trainer["logger"]["init_args"]["save_dir"] == str(tmp_path)
-    assert isinstance(config["seed_everything"], int)  # every rank and every restart: the same seed
+    assert config["seed_everything"] == DEFAULT_SEED  # every rank, restart and run of the command: the same seed
 
 
 def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None:

@@ -125,3 +125,23 @@ def test_headline_summarizes_whole_tables_not_one_cell(fake_root: Path) -> None:
     # An even count: the mean of the two middle cells.
     even = {k: (1.2 if k[0] in ("1.5x", "2.0x") else v) for k, v in cells.items()}
     assert render(even) == "1.10x median of 12 (1.00x to 1.20x)"
+
+
+def test_demo_headline_shows_the_spread_over_seeds(fake_root: Path) -> None:
+    results = fake_root / "benchmarks/results/cpu-2core"
+    results.mkdir(parents=True)
+    (results / "demo_job.json").write_text(json.dumps({"epochs": 14, "metrics": {"val/acc1": 0.9967}}))
+    runs = [
+        {"seed": seed, "val_acc1": acc, "global_step": 1302, "wall_s": 300.0}
+        for seed, acc in ((0, 0.9967), (1, 0.951), (2, 0.982))
+    ]
+    (results / "demo_seeds.json").write_text(json.dumps({"command": "python launch.py", "cpus": 2, "runs": runs}))
+    page = write_page(fake_root, "headline")
+    render_docs.main([])
+    assert _headline_value(page, "Demo job (`launch.py`): validation top-1") == (
+        "99.7 % after 14 epochs (3 seeds: 95.1 to 99.7 %)"
+    )
+    seeds = write_page(fake_root, "demo-seeds")
+    render_docs.main([])
+    text = seeds.read_text()
+    assert "| 1 | 95.1 % | 1302 | 5.0 min |" in text and "| median | 98.2 % |" in text
