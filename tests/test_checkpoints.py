@@ -538,3 +538,23 @@ def test_second_fit_into_a_running_folder_touches_nothing(demo_root: Path, tmp_p
     assert line.startswith(f"error: {folder} is in use by a running trainer: pid {holder.pid} on "), line
     assert sorted(p.name for p in folder.iterdir()) == before
     print(line)
+
+
+def test_peers_of_a_rank_that_stopped_on_an_error_do_not_requeue(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Rank 0 stops on a full disk and leaves word; rank 1 then sees a lost peer, and does not count it
+    as a failure to requeue (a requeue would meet the same full disk)."""
+    from types import SimpleNamespace
+
+    from cluster.job import TrainingJob, read_json, write_json_atomic
+
+    folder = _job_folder(tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    job = TrainingJob(str(folder), "abc", "slurm")
+    job._mark_failed(SimpleNamespace(job_id="7", global_rank=0))
+    write_json_atomic(folder / "launch.json", {**read_json(folder / "launch.json"), "failures": []})
+    survivor = SimpleNamespace(job_id="7", global_rank=1)
+    assert job._requeue_after_lost_peer(survivor, ConnectionError("Connection reset by peer")) is False
+    assert read_json(folder / "launch.json")["failures"] == []
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "[shufflenet-pl] rank 1: rank 0 stopped on an error (see its log); not requeued"
+    print(line)
