@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-from .common import InputError, default_num_workers, private_temporary_path
+from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
 __all__ = [
@@ -211,11 +212,17 @@ def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: "b
 
 class _Source:
     """Indexable ``(rgb_array, label)`` for FFCV's writer; also fixes the per-image randomness of
-    ``write_mode=proportion`` (FFCV draws it from numpy's global RNG) so that re-runs are identical."""
+    ``write_mode=proportion`` (FFCV draws it from numpy's global RNG) so that re-runs are identical.
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], seed: int) -> None:
+    With ``failed`` (one shared byte per sample, visible across the writer's forked processes), a file
+    that cannot be decoded is marked there and written as a placeholder: finding bad files happens in
+    the pass that writes, so every good image is decoded once. The converter then drops the output and
+    lists or leaves out the marked files."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], seed: int, failed: Optional[Any] = None) -> None:
         self.samples = list(samples)
         self.seed = seed
+        self.failed = failed
         self.parent_pid = os.getpid()
         self._guarded_pid: Optional[int] = None
 
@@ -230,7 +237,16 @@ class _Source:
             self._guarded_pid = os.getpid()
         path, label = self.samples[index]
         np.random.seed((self.seed * 1_000_003 + index) % 2**32)
-        return load_rgb(path), label
+        if self.failed is None:
+            return load_rgb(path), label
+        try:
+            return load_rgb(path), label
+        except Exception:  # noqa: BLE001 - any failure to decode is reported per file afterwards
+            self.failed[index] = 1
+            return _PLACEHOLDER, label
+
+
+_PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
 def _temporary_owner(path: Path, name: str) -> Optional[Tuple[str, int]]:
@@ -411,25 +427,7 @@ def convert_split(
         ):
             return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
 
-    display = Progress(split_dir.name, enabled=progress)  # one bar for the split: check, then write
-    try:
-        failures = check_images([p for p, _ in samples], num_workers, split_dir.name, display)
-    finally:
-        display.close()
-    skipped = [(path, reason) for (path, _), reason in zip(samples, failures) if reason is not None]
-    if skipped and on_error == "stop":
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
-        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
-        display.finish()
-        raise UnreadableImagesError(
-            f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
-            f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in {sidecar.name})"
-        )
-    good = [s for s, reason in zip(samples, failures) if reason is None]
-    if not good:
-        display.finish()
-        raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
-
+    display = Progress(split_dir.name, enabled=progress)  # one bar for the split
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
@@ -437,23 +435,44 @@ def convert_split(
 
     beton.parent.mkdir(parents=True, exist_ok=True)
     tmp = private_temporary_path(beton)
-    try:
-        fields = {
-            "image": RGBImageField(
-                write_mode=write_mode,
-                max_resolution=max_side,
-                jpeg_quality=jpeg_quality,
-                compress_probability=compress_probability,
-            ),
-            "label": IntField(),
-        }
-        if progress:
-            print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
-        display.phase("write", len(good))
+    fields = {
+        "image": RGBImageField(
+            write_mode=write_mode,
+            max_resolution=max_side,
+            jpeg_quality=jpeg_quality,
+            compress_probability=compress_probability,
+        ),
+        "label": IntField(),
+    }
+
+    def write(chosen: Sequence[Tuple[str, int]], failed: Optional[Any]) -> None:
+        display.phase("write", len(chosen))
         with _ffcv_progress(display):
             DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
-                _Source(good, seed), chunksize=64
+                _Source(chosen, seed, failed), chunksize=64
             )
+        display.close()
+
+    try:
+        if progress:
+            print(f"writing {len(samples)} images of {split_dir} -> {beton}", file=sys.stderr)
+        failed = multiprocessing.RawArray("b", len(samples))
+        write(samples, failed)
+        bad = [index for index in range(len(samples)) if failed[index]]
+        skipped = [(samples[i][0], _check(samples[i][0]) or "cannot be decoded") for i in bad]
+        good = [sample for index, sample in enumerate(samples) if not failed[index]]
+        if skipped and on_error == "stop":
+            listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
+            more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+            raise UnreadableImagesError(
+                f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
+                f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in "
+                f"{sidecar.name})"
+            )
+        if not good:
+            raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
+        if skipped:  # rare: the output holds placeholders, so the good images are written again without them
+            write(good, None)
         display.finish()
         info = {
             "classes": class_names,
@@ -522,7 +541,10 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         "--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion"
     )
     parser.add_argument(
-        "--workers", type=int, default=default_num_workers(), help="processes (default: CPU count, at most 8)"
+        "--workers",
+        type=int,
+        default=None,
+        help="writer processes (default: every CPU this process may use: its affinity, or SLURM_CPUS_PER_TASK)",
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="convert only N images per split (seeded random subset)"
@@ -537,6 +559,12 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--force", action="store_true", help="rewrite even if the outputs are up to date")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = usable_cpus()
+    elif args.workers < 1:
+        parser.exit(2, f"error: --workers must be >= 1, got {args.workers}\n")
+    if not args.quiet:
+        print(f"converting with {args.workers} worker processes", file=sys.stderr)
     try:
         results = convert_imagefolder(
             args.root,
