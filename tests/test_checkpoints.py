@@ -204,7 +204,9 @@ def test_full_disk_during_the_timed_checkpoint(small_disk: Path, one_thread: Non
             save_top_k=0,
             extra=[TimedCheckpoint(every_minutes=1e-9)],
         )
-    assert error.value.strerror.startswith(f"no space left on {small_disk} writing {folder / 'last.ckpt'}")
+    assert error.value.strerror == (
+        f"no space left on {small_disk} writing {folder / 'last.ckpt'}; the previous file is intact"
+    )
     assert loads(folder / "last.ckpt")["global_step"] == 4
     assert temporaries(folder) == [] and not list(folder.glob("*.tmp"))
     print(error.value.strerror)
@@ -325,3 +327,191 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, one_thread: 
     assert not lock.taken_over
     lock.release()
     print(err.strip().splitlines()[-1])
+
+
+# --- the command lines: one line, exit status 2 -------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fit_args(data: Path, root: Path, epochs: int, *extra: str) -> list:
+    return [
+        "fit",
+        "--config",
+        str(REPO / "configs" / "experiment" / "demo.yaml"),
+        "--data",
+        "shufflenet_pl.data.ImageFolderDataModule",
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.demo",
+        "false",
+        "--data.init_args.batch_size",
+        "16",
+        "--data.init_args.train_res",
+        "64",
+        "--data.init_args.val_res",
+        "64",
+        "--data.init_args.num_workers",
+        "1",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        "3",
+        "--seed_everything",
+        "0",
+        *extra,
+    ]
+
+
+def _cli(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    from conftest import run_cli
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env["OMP_NUM_THREADS"] = "1"
+    return run_cli(args, cwd=cwd, env=env)
+
+
+@pytest.mark.slow
+def test_fit_onto_a_full_disk_ends_with_one_line(demo_root: Path, small_disk: Path, tmp_path: Path) -> None:
+    root = small_disk / "run"
+    first = _cli(_fit_args(demo_root, root, 1), tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    folder = root / "checkpoints"
+    good = {p: p.read_bytes() for p in folder.glob("*.ckpt")}
+    fill(small_disk, leave=256 << 10)
+    full = _cli(_fit_args(demo_root, root, 2, "--ckpt_path", str(folder / "last.ckpt")), tmp_path)
+    assert full.returncode == 2, full.stderr[-2000:]
+    line = full.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: no space left on {small_disk} writing {folder}/"), line
+    assert "Traceback" not in full.stderr
+    for path, data in good.items():
+        assert path.read_bytes() == data
+        loads(path)
+    assert temporaries(folder) == []
+    print(line)
+
+
+@pytest.mark.slow
+def test_fit_ckpt_path_damaged_falls_back_then_refuses(demo_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    assert _cli(_fit_args(demo_root, root, 1), tmp_path).returncode == 0
+    folder = root / "checkpoints"
+    last = folder / "last.ckpt"
+    (best,) = folder.glob("best-*.ckpt")
+    flip(last, member_offset(last, "data/5") + 16)
+    resumed = _cli(_fit_args(demo_root, root, 2, "--ckpt_path", str(last)), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"skipping {last}: its SHA-256 differs" in resumed.stderr
+    assert f"Restored all states from the checkpoint at {best}" in resumed.stderr
+    assert loads(last)["global_step"] == 6  # both epochs of 3 steps
+    for path in folder.glob("*.ckpt"):
+        flip(path, member_offset(path, "data/5") + 16)
+    before = sorted(p.name for p in folder.iterdir())
+    refused = _cli(_fit_args(demo_root, root, 3, "--ckpt_path", str(last)), tmp_path)
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: no good checkpoint in {folder} (") and "--restart-from-scratch" in line
+    assert sorted(p.name for p in folder.iterdir()) == before
+    print(line)
+
+
+def _job_folder(tmp_path: Path) -> Path:
+    """A job folder as launch.py writes it (launch.json, config.yaml, checkpoints/) for a local job."""
+    from cluster.job import write_json_atomic
+    from cluster.resources import Resources
+
+    folder = tmp_path / "job"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text("trainer: {}\n")
+    record = {"executor": "local", "resources": Resources(cpu=True).as_dict(), "wandb_run_id": "abc", "job_id": "1"}
+    write_json_atomic(folder / "launch.json", record)
+    return folder
+
+
+def _launch(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_resume_of_a_running_job_is_refused(tmp_path: Path) -> None:
+    folder = _job_folder(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder / "checkpoints")], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _launch(["--resume", str(folder)], tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"launch.py: error: --resume {folder}: its trainer is still running (pid {holder.pid} on ")
+    print(line)
+
+
+def test_resume_with_every_checkpoint_damaged_refuses(tmp_path: Path, one_thread: None) -> None:
+    folder = _job_folder(tmp_path)
+    tiny_fit(folder / "checkpoints", max_epochs=2)
+    for path in (folder / "checkpoints").glob("*.ckpt"):
+        os.truncate(path, path.stat().st_size - 100)
+    before = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    result = _launch(["--resume", str(folder)], tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"launch.py: error: no good checkpoint in {folder / 'checkpoints'} (")
+    assert "--restart-from-scratch" in line
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == before
+    print(line)
+
+
+@pytest.mark.slow
+def test_full_disk_during_a_jobs_timed_checkpoint_is_reported_by_its_line(demo_root: Path, tmp_path: Path) -> None:
+    """A local job on a disk with room for one checkpoint: the step-1 timed checkpoint is written, the
+    step-2 one meets the full disk. The launcher names the full disk for rank 0 (not a kill); step 1's
+    last.ckpt verifies and loads; no temporary file is left."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4608k", "tmpfs", str(jobs)], check=True)
+    try:
+        result = _launch(
+            [
+                "--cluster",
+                "local",
+                "--cpu",
+                "--gpus",
+                "1",
+                "--jobs-dir",
+                str(jobs),
+                *_fit_args(demo_root, tmp_path / "unused", 1)[1:],
+                "--trainer.callbacks+=shufflenet_pl.callbacks.TimedCheckpoint",
+                "--trainer.callbacks.init_args.every_minutes",
+                "0.00001",
+            ],
+            tmp_path,
+        )
+        (folder,) = jobs.iterdir()
+        checkpoints = folder / "checkpoints"
+        assert result.returncode == 1, result.stderr[-3000:]
+        (line,) = [line for line in result.stderr.splitlines() if " failed; rank 0: " in line]
+        assert line.endswith(
+            f"shufflenet-pl fit stopped: error: no space left on {jobs} writing {checkpoints / 'last.ckpt'}; "
+            "the previous file is intact"
+        ), line
+        assert "no result (killed" not in result.stderr
+        assert loads(checkpoints / "last.ckpt")["global_step"] == 1
+        assert temporaries(checkpoints) == []
+    finally:
+        subprocess.run(["umount", "-l", str(jobs)], check=False)
+    print(line)
