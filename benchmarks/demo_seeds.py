@@ -39,7 +39,7 @@ def run_seed(seed: int, jobs_dir: Path, extra: Sequence[str]) -> Dict[str, Any]:
         "epochs": result.get("epoch"),
         "global_step": result.get("global_step"),
         "wall_s": wall_s,
-        "job": str(folder),
+        "load_average_1min": os.getloadavg()[0],  # other work on the machine lengthens wall_s
     }
 
 

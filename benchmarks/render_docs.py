@@ -271,7 +271,10 @@ def demo_seeds(data: Results) -> str:
     accs = [r["val_acc1"] for r in data["runs"]]
     rows.append(["median", f"{100 * _median(accs):.1f} %", "", ""])
     table = markdown_table(["seed", "validation top-1", "optimizer steps", "wall time of the command"], rows)
-    return f"{table}\n\n`{data['command']}` on {data['cpus']} CPU cores, one job per seed."
+    return (
+        f"{table}\n\n`{data['command']}` on {data['cpus']} CPU cores, one job per seed; the wall time is the "
+        "whole command's (job setup, training, validation) and grows with other load on the machine."
+    )
 
 
 @dataclass(frozen=True)
