@@ -475,7 +475,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--rounds", type=int, default=2, help="runs per candidate, interleaved (default: 2)")
     parser.add_argument(
-        "--workers", type=int, default=None, help="loader workers of every candidate (default: CPU count, at most 8)"
+        "--workers",
+        type=int,
+        default=None,
+        help="loader workers of every candidate (default: the usable CPUs less one)",
     )
     parser.add_argument(
         "--precision",

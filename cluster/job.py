@@ -86,6 +86,14 @@ class TrainingJob:
         env = submitit.JobEnvironment()
         folder = Path(self.folder)
         self._export_environment(env)
+        from shufflenet_pl.joblock import FolderInUse, lock_holder
+
+        holder = lock_holder(self.checkpoint_path.parent)
+        if holder is not None:  # another copy of this job trains here: touch nothing, not even bad files
+            raise FolderInUse(
+                f"{self.checkpoint_path.parent} is in use by a running trainer: pid {holder.get('pid')} on "
+                f"{holder.get('host')} (since {holder.get('started')}); this copy of the job does not start"
+            )
         resume = self._resume_checkpoint(remove_discarded=env.global_rank == 0)
         host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""
@@ -115,6 +123,7 @@ class TrainingJob:
             # The CLI printed why (a bad value, a missing dataset, a full disk) above; make it a failure
             # that submitit records, with that line, so the launcher can name it.
             line = _last_error_line(env)
+            self._mark_failed(env)
             raise RuntimeError(
                 f"shufflenet-pl fit stopped: {line}"
                 if line
@@ -138,6 +147,8 @@ class TrainingJob:
         except Exception as err:
             if self._requeue_after_lost_peer(env, err):
                 sys.exit(1)  # no error result: the requeued job writes this rank's result
+            if not _is_lost_peer(err):
+                self._mark_failed(env)
             raise
         return self._result(cli.trainer, env.global_rank)
 
@@ -147,10 +158,19 @@ class TrainingJob:
         complete checkpoint. True if requeued."""
         if self.executor != "slurm" or not _is_lost_peer(err):
             return False
-        _close_wandb_run()  # write this rank's W&B rows now: a requeue sends SIGTERM to W&B's service too
         job_id = env.job_id
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         folder = Path(self.folder)
+        failed = sorted(folder.glob(f".failed-{job_id}-{restart}-rank*"))
+        if failed:  # the peer stopped on an error of its own (a full disk, a bad file): a requeue repeats it
+            rank = failed[0].name.rsplit("rank", 1)[-1]
+            print(
+                f"[shufflenet-pl] rank {env.global_rank}: rank {rank} stopped on an error (see its log); not requeued",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        _close_wandb_run()  # write this rank's W&B rows now: a requeue sends SIGTERM to W&B's service too
         try:  # one requeue per failure, whichever survivor gets here first
             (folder / f".requeue-{job_id}-{restart}").open("x").close()
         except FileExistsError:
@@ -192,6 +212,14 @@ class TrainingJob:
             )
             return False
         return True
+
+    def _mark_failed(self, env: Any) -> None:
+        """Leave word that this rank stopped on an error, not a kill: its peers then do not requeue."""
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+        try:
+            (Path(self.folder) / f".failed-{env.job_id}-{restart}-rank{env.global_rank}").touch()
+        except OSError:  # a full disk: the peers requeue, and the requeued job meets the same error
+            pass
 
     def _resume_checkpoint(self, remove_discarded: bool = True) -> Optional[Path]:
         """``last.ckpt`` if it verifies, else the newest good checkpoint of the folder (each bad one

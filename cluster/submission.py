@@ -5,7 +5,8 @@ One job = one folder (``jobs/<job-name>-<time>/``)::
     config.yaml     the resolved config the job runs (``shufflenet-pl fit --config`` reads it as is)
     launch.json     resources, executor, job id, array index, W&B run id, seed, command line, attempts
     logs/           submitit's files: <job id>_<rank>_log.out / .err per rank, the sbatch script
-    checkpoints/    last.ckpt (also written at preemption) and the best val/acc1
+    checkpoints/    last.ckpt (also written at preemption) and the best val/acc1, each with its .sha256;
+                    .trainer.lock, held by the running trainer
     wandb/          the W&B run (its id is in launch.json; the same across requeues)
     result.json     steps, final metrics and checkpoint paths, when the job has finished
 

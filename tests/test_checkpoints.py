@@ -515,3 +515,46 @@ def test_full_disk_during_a_jobs_timed_checkpoint_is_reported_by_its_line(demo_r
     finally:
         subprocess.run(["umount", "-l", str(jobs)], check=False)
     print(line)
+
+
+@pytest.mark.slow
+def test_second_fit_into_a_running_folder_touches_nothing(demo_root: Path, tmp_path: Path, one_thread: None) -> None:
+    """``fit --ckpt_path`` into a folder whose trainer runs: refused with one line before any file of
+    the folder is verified or removed (a damaged last.ckpt there stays)."""
+    folder = tmp_path / "run" / "checkpoints"
+    tiny_fit(folder, max_epochs=2)
+    os.truncate(folder / "last.ckpt", 1000)
+    before = sorted(p.name for p in folder.iterdir())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = _cli(_fit_args(demo_root, tmp_path / "run", 3, "--ckpt_path", str(folder / "last.ckpt")), tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {folder} is in use by a running trainer: pid {holder.pid} on "), line
+    assert sorted(p.name for p in folder.iterdir()) == before
+    print(line)
+
+
+def test_peers_of_a_rank_that_stopped_on_an_error_do_not_requeue(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Rank 0 stops on a full disk and leaves word; rank 1 then sees a lost peer, and does not count it
+    as a failure to requeue (a requeue would meet the same full disk)."""
+    from types import SimpleNamespace
+
+    from cluster.job import TrainingJob, read_json, write_json_atomic
+
+    folder = _job_folder(tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    job = TrainingJob(str(folder), "abc", "slurm")
+    job._mark_failed(SimpleNamespace(job_id="7", global_rank=0))
+    write_json_atomic(folder / "launch.json", {**read_json(folder / "launch.json"), "failures": []})
+    survivor = SimpleNamespace(job_id="7", global_rank=1)
+    assert job._requeue_after_lost_peer(survivor, ConnectionError("Connection reset by peer")) is False
+    assert read_json(folder / "launch.json")["failures"] == []
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == "[shufflenet-pl] rank 1: rank 0 stopped on an error (see its log); not requeued"
+    print(line)

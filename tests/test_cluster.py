@@ -428,8 +428,23 @@ def test_loader_workers_follow_slurm_cpus_per_task(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "12")
     assert default_num_workers() == 11  # one CPU for the main process
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")
+    assert default_num_workers() == 63  # no cap: a 64-core node's loader uses its cores
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     assert default_num_workers() == 1
+
+
+def test_usable_cpus_follow_the_affinity_outside_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shufflenet_pl.data.common import usable_cpus
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert usable_cpus() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cpus() == len(allowed)
 
 
 def test_resume_refuses_a_folder_that_is_no_job(tmp_path: Path) -> None:

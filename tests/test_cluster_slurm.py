@@ -463,7 +463,7 @@ def test_failed_job_shows_the_failing_ranks_log(
         tmp_path,
     )
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
-    failed = re.search(r"failed; rank (\d): RuntimeError: shufflenet-pl fit stopped with exit status 2", result.stderr)
+    failed = re.search(r"failed; rank (\d): RuntimeError: shufflenet-pl fit stopped: error: data.root: ", result.stderr)
     assert failed, result.stderr[-3000:]
     assert "--- last lines of " in result.stderr and f"_{failed.group(1)}_log.err ---" in result.stderr
     assert f"data.root: {tmp_path / 'no-dataset' / 'train'} does not exist" in result.stderr  # the CLI's own message

@@ -115,6 +115,51 @@ def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
 
 
+def _stored_entries(beton: Path) -> list:
+    """``(mode, bytes)`` of every image entry of a ``.beton``, in file order, through FFCV's reader."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(beton))
+    data = np.fromfile(beton, dtype=np.uint8)
+    sizes = {int(ptr): int(size) for _, ptr, size in reader.alloc_table}
+    entries = []
+    for image_meta in reader.metadata["f0"]:
+        start = int(image_meta["data_ptr"])
+        entries.append((int(image_meta["mode"]), data[start : start + sizes[start]].tobytes()))
+    return entries
+
+
+def test_jpegs_that_fit_are_stored_as_their_own_bytes(tmp_path: Path) -> None:
+    split = tmp_path / "src" / "train"
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    (split / "a").mkdir(parents=True)
+    (split / "b").mkdir(parents=True)
+    Image.fromarray(pixels).save(split / "a" / "fits.jpg", quality=87)
+    Image.fromarray(pixels).save(split / "a" / "progressive.jpg", quality=87, progressive=True)
+    Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(split / "b" / "too_large.jpg")
+    Image.fromarray(pixels[..., 0]).save(split / "b" / "gray.jpg")
+    Image.fromarray(pixels).convert("CMYK").save(split / "b" / "cmyk.jpg")
+    Image.fromarray(pixels).save(split / "b" / "png_named.jpg", format="PNG")
+    beton = tmp_path / "train.beton"
+
+    result = convert_split(split, beton, max_side=80, num_workers=2, progress=False)
+    info = json.loads((tmp_path / "train.beton.json").read_text())
+    assert result.passed_through == info["passed_through"] == 1
+    entries = dict(zip(info["files"], _stored_entries(beton)))
+    assert entries["a/fits.jpg"][1] == (split / "a" / "fits.jpg").read_bytes()  # no decode, no loss
+    for rel in ("a/progressive.jpg", "b/too_large.jpg", "b/gray.jpg", "b/cmyk.jpg", "b/png_named.jpg"):
+        assert entries[rel][1] != (split / rel).read_bytes(), rel  # decoded and re-encoded as before
+
+    # The same inputs and settings give the same file; the flag turns pass-through off.
+    again = tmp_path / "again.beton"
+    convert_split(split, again, max_side=80, num_workers=2, progress=False)
+    assert again.read_bytes() == beton.read_bytes()
+    off = convert_split(split, tmp_path / "off.beton", max_side=80, num_workers=2, progress=False, pass_through=False)
+    assert off.passed_through == 0
+    assert all(stored != (split / "a" / "fits.jpg").read_bytes() for _, stored in _stored_entries(off.beton))
+
+
 @pytest.mark.slow
 def test_convert_command_line(demo_root: Path, cli_env: dict, tmp_path: Path) -> None:
     result = run_cli(

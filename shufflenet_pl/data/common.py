@@ -17,6 +17,7 @@ __all__ = [
     "InputError",
     "check_crop_args",
     "default_num_workers",
+    "usable_cpus",
     "ignore_sigterm",
     "normalize_on_device",
     "per_device_batch_size",
@@ -64,17 +65,23 @@ def normalize_on_device(images: Tensor) -> Tensor:
     return (images.float() - mean) / std
 
 
-def default_num_workers() -> int:
-    """Loader workers per process: under SLURM the job's CPUs per task less one for the main process,
-    else the CPUs this process may use, at most 8."""
+def usable_cpus() -> int:
+    """CPUs this process may use: the job's CPUs per task under SLURM, else the process's CPU affinity
+    (which also reflects ``taskset`` and container limits), not the machine's core count."""
     slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm_cpus.isdigit():
-        return max(1, int(slurm_cpus) - 1)
+    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
+        return int(slurm_cpus)
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """Loader workers per process: every usable CPU but one, which the main thread needs to run the
+    training step; on two CPUs or fewer, all of them (the step then waits for data most of the time)."""
+    cpus = usable_cpus()
+    return cpus - 1 if cpus > 2 else cpus
 
 
 def ignore_sigterm(worker_id: int) -> None:

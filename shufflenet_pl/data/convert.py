@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
-from .common import InputError, default_num_workers, private_temporary_path
+from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
 __all__ = [
@@ -66,6 +67,7 @@ class ConversionResult:
     written: int
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     reused: bool = False
+    passed_through: int = 0  # JPEGs stored as their own bytes
 
 
 class UnreadableImagesError(RuntimeError):
@@ -209,20 +211,92 @@ def check_images(paths: Sequence[str], num_workers: int, desc: str, progress: "b
     return results
 
 
+@dataclass(frozen=True)
+class StoredJPEG:
+    """A JPEG file's own bytes, stored in the ``.beton`` as they are (no decode, no re-encode, no loss)."""
+
+    data: np.ndarray  # uint8, the whole file
+    height: int
+    width: int
+
+
+_COMMON_LUMA_SAMPLING = {(1, 1), (2, 1), (1, 2), (2, 2)}
+
+
+def stored_jpeg(path: str, max_side: int) -> Optional[StoredJPEG]:
+    """``path``'s bytes if they can be stored as they are: a complete baseline (non-progressive) JPEG
+    with three YCbCr components in a common chroma sampling, upright (no EXIF rotation), whose longer
+    side is at most ``max_side``. Every other file (CMYK, grayscale, progressive, too large, a PNG
+    named .jpg, a truncated file) returns ``None`` and is decoded and re-encoded. Only the header is
+    parsed."""
+    try:
+        with Image.open(path) as image:
+            if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > max_side:
+                return None
+            if image.info.get("progressive") or image.info.get("progression"):
+                return None
+            if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: stored sideways
+                return None
+            luma, *chroma = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(0, 0)]
+            if luma not in _COMMON_LUMA_SAMPLING or chroma != [(1, 1), (1, 1)]:  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
+                return None
+            width, height = image.size
+        data = np.fromfile(path, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    if data.size < 4 or data[-2] != 0xFF or data[-1] != 0xD9:  # no end-of-image marker: truncated
+        return None
+    return StoredJPEG(data, height, width)
+
+
+def _pass_through_field(image_field: Any) -> Any:
+    """``field`` (an FFCV ``RGBImageField``, kept as that type: the ``.beton`` header records it) also
+    accepting :class:`StoredJPEG` values, written as JPEG entries of their own bytes."""
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    encode = image_field.encode
+
+    def encode_stored(destination: Any, image: Any, malloc: Any) -> None:
+        if not isinstance(image, StoredJPEG):
+            return encode(destination, image, malloc)
+        destination["mode"] = IMAGE_MODES["jpg"]
+        destination["height"], destination["width"] = image.height, image.width
+        destination["data_ptr"], storage = malloc(image.data.nbytes)
+        storage[:] = image.data
+
+    image_field.encode = encode_stored
+    return image_field
+
+
 class _Source:
     """Indexable ``(rgb_array, label)`` for FFCV's writer; also fixes the per-image randomness of
-    ``write_mode=proportion`` (FFCV draws it from numpy's global RNG) so that re-runs are identical."""
+    ``write_mode=proportion`` (FFCV draws it from numpy's global RNG) so that re-runs are identical.
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], seed: int) -> None:
+    With ``failed`` (one shared byte per sample, visible across the writer's forked processes), a file
+    that cannot be decoded is marked there and written as a placeholder: finding bad files happens in
+    the pass that writes, so every good image is decoded once. The converter then drops the output and
+    lists or leaves out the marked files."""
+
+    def __init__(
+        self,
+        samples: Sequence[Tuple[str, int]],
+        seed: int,
+        failed: Optional[Any] = None,
+        pass_through_side: Optional[int] = None,
+        passed: Optional[Any] = None,
+    ) -> None:
         self.samples = list(samples)
         self.seed = seed
+        self.failed = failed
+        self.pass_through_side = pass_through_side
+        self.passed = passed
         self.parent_pid = os.getpid()
         self._guarded_pid: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
+    def __getitem__(self, index: int) -> Tuple["np.ndarray | StoredJPEG", int]:
         if (
             self._guarded_pid != os.getpid() and os.getpid() != self.parent_pid
         ):  # first sample in an FFCV writer process
@@ -230,7 +304,22 @@ class _Source:
             self._guarded_pid = os.getpid()
         path, label = self.samples[index]
         np.random.seed((self.seed * 1_000_003 + index) % 2**32)
-        return load_rgb(path), label
+        if self.pass_through_side is not None:
+            stored = stored_jpeg(path, self.pass_through_side)
+            if stored is not None:
+                if self.passed is not None:
+                    self.passed[index] = 1
+                return stored, label
+        if self.failed is None:
+            return load_rgb(path), label
+        try:
+            return load_rgb(path), label
+        except Exception:  # noqa: BLE001 - any failure to decode is reported per file afterwards
+            self.failed[index] = 1
+            return _PLACEHOLDER, label
+
+
+_PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)
 
 
 def _temporary_owner(path: Path, name: str) -> Optional[Tuple[str, int]]:
@@ -350,6 +439,7 @@ def convert_split(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    pass_through: bool = True,
 ) -> ConversionResult:
     """Write one ImageFolder split to ``beton`` (and ``beton.json``); reuse an up-to-date one.
 
@@ -370,6 +460,8 @@ def convert_split(
         seed: seed of ``limit``'s subset and of ``proportion``'s choices.
         force: rewrite even when an up-to-date output exists.
         progress: show progress bars.
+        pass_through: with ``write_mode="jpg"``, store JPEGs that already fit ``max_side`` (complete,
+            baseline, YCbCr, upright) as their own bytes instead of decoding and re-encoding them.
     """
     split_dir, beton = Path(split_dir), Path(beton)
     if write_mode not in ("jpg", "raw", "proportion"):
@@ -396,6 +488,7 @@ def convert_split(
         "seed": seed,
         "on_error": on_error,
         "exif_transpose": True,  # files written before EXIF orientation was applied are rewritten
+        "pass_through": pass_through and write_mode == "jpg",
     }
     fingerprint = _fingerprint(samples, split_dir)
     sidecar = beton.with_name(beton.name + ".json")
@@ -409,27 +502,12 @@ def convert_split(
             and info.get("classes") == class_names
             and info.get("bytes") == beton.stat().st_size
         ):
-            return ConversionResult(beton, info["num_images"], [tuple(s) for s in info.get("skipped", [])], reused=True)
+            skipped_before = [tuple(s) for s in info.get("skipped", [])]
+            return ConversionResult(
+                beton, info["num_images"], skipped_before, reused=True, passed_through=info.get("passed_through", 0)
+            )
 
-    display = Progress(split_dir.name, enabled=progress)  # one bar for the split: check, then write
-    try:
-        failures = check_images([p for p, _ in samples], num_workers, split_dir.name, display)
-    finally:
-        display.close()
-    skipped = [(path, reason) for (path, _), reason in zip(samples, failures) if reason is not None]
-    if skipped and on_error == "stop":
-        listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
-        more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
-        display.finish()
-        raise UnreadableImagesError(
-            f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
-            f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in {sidecar.name})"
-        )
-    good = [s for s, reason in zip(samples, failures) if reason is None]
-    if not good:
-        display.finish()
-        raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
-
+    display = Progress(split_dir.name, enabled=progress)  # one bar for the split
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
@@ -437,23 +515,49 @@ def convert_split(
 
     beton.parent.mkdir(parents=True, exist_ok=True)
     tmp = private_temporary_path(beton)
-    try:
-        fields = {
-            "image": RGBImageField(
-                write_mode=write_mode,
-                max_resolution=max_side,
-                jpeg_quality=jpeg_quality,
-                compress_probability=compress_probability,
-            ),
-            "label": IntField(),
-        }
-        if progress:
-            print(f"writing {len(good)} images of {split_dir} -> {beton}", file=sys.stderr)
-        display.phase("write", len(good))
+    image_field = RGBImageField(
+        write_mode=write_mode,
+        max_resolution=max_side,
+        jpeg_quality=jpeg_quality,
+        compress_probability=compress_probability,
+    )
+    pass_through_side = (max_side or 2**31) if settings["pass_through"] else None
+    if pass_through_side is not None:
+        image_field = _pass_through_field(image_field)
+    fields = {"image": image_field, "label": IntField()}
+    passed_through = 0
+
+    def write(chosen: Sequence[Tuple[str, int]], failed: Optional[Any]) -> None:
+        nonlocal passed_through
+        display.phase("write", len(chosen))
+        passed = multiprocessing.RawArray("b", len(chosen))
         with _ffcv_progress(display):
             DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
-                _Source(good, seed), chunksize=64
+                _Source(chosen, seed, failed, pass_through_side, passed), chunksize=64
             )
+        display.close()
+        passed_through = sum(passed)
+
+    try:
+        if progress:
+            print(f"writing {len(samples)} images of {split_dir} -> {beton}", file=sys.stderr)
+        failed = multiprocessing.RawArray("b", len(samples))
+        write(samples, failed)
+        bad = [index for index in range(len(samples)) if failed[index]]
+        skipped = [(samples[i][0], _check(samples[i][0]) or "cannot be decoded") for i in bad]
+        good = [sample for index, sample in enumerate(samples) if not failed[index]]
+        if skipped and on_error == "stop":
+            listing = "\n".join(f"  {path}: {reason}" for path, reason in skipped[:50])
+            more = f"\n  ... and {len(skipped) - 50} more" if len(skipped) > 50 else ""
+            raise UnreadableImagesError(
+                f"{len(skipped)} of {len(samples)} files in {split_dir} cannot be decoded:\n{listing}{more}\n"
+                f"Fix or remove them, or pass --on-error skip to leave them out (they are then listed in "
+                f"{sidecar.name})"
+            )
+        if not good:
+            raise UnreadableImagesError(f"none of the {len(samples)} files in {split_dir} can be decoded")
+        if skipped:  # rare: the output holds placeholders, so the good images are written again without them
+            write(good, None)
         display.finish()
         info = {
             "classes": class_names,
@@ -465,6 +569,7 @@ def convert_split(
             # Names in .beton order (for predictions); left out for huge splits (ImageNet train: ~50 MB).
             "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
             "skipped": [list(s) for s in skipped],
+            "passed_through": passed_through,  # JPEGs stored as their own bytes
         }
         tmp_sidecar = private_temporary_path(sidecar)
         tmp_sidecar.write_text(json.dumps(info, indent=1))
@@ -474,7 +579,7 @@ def convert_split(
     finally:
         display.finish()
         tmp.unlink(missing_ok=True)
-    return ConversionResult(beton, len(good), skipped)
+    return ConversionResult(beton, len(good), skipped, passed_through=passed_through)
 
 
 def convert_imagefolder(
@@ -522,7 +627,10 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         "--compress-probability", type=float, default=0.5, help="JPEG share for --write-mode proportion"
     )
     parser.add_argument(
-        "--workers", type=int, default=default_num_workers(), help="processes (default: CPU count, at most 8)"
+        "--workers",
+        type=int,
+        default=None,
+        help="writer processes (default: every CPU this process may use: its affinity, or SLURM_CPUS_PER_TASK)",
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="convert only N images per split (seeded random subset)"
@@ -535,8 +643,20 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit and of proportion's choices")
     parser.add_argument("--force", action="store_true", help="rewrite even if the outputs are up to date")
+    parser.add_argument(
+        "--no-pass-through",
+        action="store_true",
+        help="decode and re-encode every image; by default a JPEG that already fits --max-side (complete, "
+        "baseline, YCbCr, upright) is stored as its own bytes: no decode, no re-encode, no loss",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        args.workers = usable_cpus()
+    elif args.workers < 1:
+        parser.exit(2, f"error: --workers must be >= 1, got {args.workers}\n")
+    if not args.quiet:
+        print(f"converting with {args.workers} worker processes", file=sys.stderr)
     try:
         results = convert_imagefolder(
             args.root,
@@ -552,13 +672,15 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
             seed=args.seed,
             force=args.force,
             progress=not args.quiet,
+            pass_through=not args.no_pass_through,
         )
     except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
         parser.exit(2, f"error: {err}\n")
     for split, result in results.items():
         size = result.beton.stat().st_size / 2**20
         state = "up to date" if result.reused else "written"
-        print(f"{split}: {result.beton} {state}: {result.written} images, {size:.1f} MiB")
+        stored = f" ({result.passed_through} stored as their own bytes)" if result.passed_through else ""
+        print(f"{split}: {result.beton} {state}: {result.written} images{stored}, {size:.1f} MiB")
         for path, reason in result.skipped:
             print(f"  skipped {path}: {reason}")
 

@@ -19,6 +19,7 @@ FFCV's cupy kernel, so cupy is not needed.
 
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
@@ -109,7 +110,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             JPEGs are generated there and converted on first use (and reused afterwards).
         demo: generate and convert the built-in demo set under ``root`` if it is not there yet.
         batch_size: global batch size, divided by the number of processes (must divide).
-        num_workers: decoding threads per process; ``None`` picks the CPU count (at most 8).
+        num_workers: decoding threads per process; ``None``: the CPUs the process may use (its affinity or
+            ``SLURM_CPUS_PER_TASK``), less one for the training step where there are more than two.
         train_res: side of the training crop (progressive resizing changes it per epoch).
         val_res: side of the validation center crop (usually higher than ``train_res``).
         val_crop_ratio: crop side / short image side for validation (224/256).
@@ -267,6 +269,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self.per_device_batch_size = per_device_batch_size(self.batch_size, self.world_size)
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         dtype = _input_dtype(trainer.precision) if trainer is not None else torch.float32
+        if self.val_loader is None and self.rank == 0:
+            print(f"FFCV loader: {self.num_workers} decoding threads per process", file=sys.stderr)
         if self.val_loader is None:
             self._val_decoder = CenterCropDecoder((self.val_res, self.val_res), ratio=self.hparams.val_crop_ratio)
             self.val_loader = self._make_loader(

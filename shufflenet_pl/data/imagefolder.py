@@ -121,7 +121,8 @@ class ImageFolderDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         root: folder holding ``train/`` and ``val/``.
         demo: generate the built-in demo set under ``root`` when it is not there yet.
         batch_size: global batch size, divided by the number of processes.
-        num_workers: loader processes per device; ``None`` picks the CPU count (at most 8).
+        num_workers: loader processes per device; ``None``: the CPUs the process may use, less one for
+            the training step where there are more than two.
         train_res: side of the RandomResizedCrop for training.
         val_res: side of the center crop for validation.
         val_crop_ratio: center-crop ratio (224/256: resize the short side to res/ratio first).
