@@ -536,7 +536,7 @@ def test_second_fit_into_a_running_folder_touches_nothing(demo_root: Path, tmp_p
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {folder} is in use by a running trainer: pid {holder.pid} on "), line
-    assert sorted(p.name for p in folder.iterdir()) == before
+    assert sorted(p.name for p in folder.iterdir()) == before, result.stderr[-3000:]
     print(line)
 
 
