@@ -73,6 +73,20 @@ def test_load_rgb_converts_the_odd_modes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    import cv2
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "gray16.png"), ramp)
+    rgb = load_rgb(str(tmp_path / "gray16.png"))
+    expected = ((ramp.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    assert (rgb == 255).mean() < 0.01  # clipping would make it white
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(OSError, match="floating-point pixels"):
+        load_rgb(str(tmp_path / "float.tif"))
+
+
 def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     split = tmp_path / "src" / "train"
     expected = _odd_imagefolder(split)

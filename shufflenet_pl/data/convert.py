@@ -137,14 +137,32 @@ def scan_imagefolder(
     return list(classes), samples
 
 
+# PIL's single-channel modes wider than 8 bits: ``convert("RGB")`` clips them (a 16-bit photo turns white).
+_HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits by its bit depth, not clipped; a
+    floating-point image is refused by name."""
+    if image.mode == "F":
+        raise OSError("floating-point pixels: convert it to an 8- or 16-bit image first")
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise OSError(f"{image.mode} pixels outside 0-65535: convert it to an 8- or 16-bit image first")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
 def open_rgb(path: str) -> Image.Image:
     """Decode any PIL-readable image to an upright RGB PIL image: EXIF orientation is applied (a
     phone photo stored sideways comes out as shown), CMYK/grayscale/palette are converted, alpha is
     composited on white; a truncated or non-image file raises ``OSError``. The converter and the
-    ImageFolder datamodule both decode through this, so both see the same pixels."""
+    ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit images are
+    scaled to 8 bits (48-bit RGB PNGs PIL reads as 8-bit RGB already)."""
     with Image.open(path) as image:
         image.load()  # full decode: truncated data fails here, not later in FFCV's writer
         upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
+        if upright.mode in _HIGH_BIT_DEPTH_MODES:
+            upright = _to_8_bit(upright)
         if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
             # Composite on white rather than dropping alpha (which leaves arbitrary colours).
             rgba = upright.convert("RGBA")
