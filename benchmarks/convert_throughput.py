@@ -7,8 +7,8 @@
 The stock writer is what ffcv-imagenet's ``write_imagenet.py`` runs: torchvision's ``ImageFolder`` (PIL
 decode) into ``DatasetWriter`` with ``RGBImageField(write_mode="jpg", max_resolution=S, jpeg_quality=Q)``.
 Ours is ``convert_split`` with the same settings, with pass-through (the default) and without. Every
-run is a fresh process, timed by the CPU seconds of that process and its writer processes (user + system,
-less those of a process that only imports the same modules) and by wall time; runs of all rows alternate,
+run is a fresh process, timed inside it around the conversion alone (imports excluded) by the CPU seconds of the
+process and its writer processes (user + system) and by wall time; runs of all rows alternate,
 ``--repeats`` rounds, medians reported. The profile times one process on a sample of the images: the
 header check that decides pass-through, the full decode, the resize and the JPEG encode.
 """
@@ -16,7 +16,6 @@ header check that decides pass-through, the full decode, the resize and the JPEG
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,45 +26,59 @@ from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 
-_STOCK = """
+_MEASURE = """
+import json, resource, time
+def _cpu():
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def measured(run):
+    import multiprocessing
+    cpu, wall = _cpu(), time.perf_counter()
+    run()
+    while multiprocessing.active_children():  # reap the writer processes: their CPU counts once waited for
+        time.sleep(0.01)
+    print(json.dumps({"cpu_s": _cpu() - cpu, "wall_s": time.perf_counter() - wall}))
+"""
+
+_STOCK = (
+    _MEASURE
+    + """
 import sys
 from ffcv.fields import IntField, RGBImageField
 from ffcv.writer import DatasetWriter
 from torchvision.datasets import ImageFolder
-if sys.argv[1] == "startup":
-    sys.exit()
 split, out, side, quality, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 fields = {"image": RGBImageField(write_mode="jpg", max_resolution=side, jpeg_quality=quality), "label": IntField()}
-DatasetWriter(out, fields, num_workers=workers).from_indexed_dataset(ImageFolder(split), chunksize=64)
+writer = DatasetWriter(out, fields, num_workers=workers)
+measured(lambda: writer.from_indexed_dataset(ImageFolder(split), chunksize=64))
 """
+)
 
-_OURS = """
+_OURS = (
+    _MEASURE
+    + """
 import sys
 from shufflenet_pl.data.convert import convert_split
 import ffcv.writer, ffcv.fields
-if sys.argv[1] == "startup":
-    sys.exit()
 split, out, side, quality, workers, passthrough = sys.argv[1:7]
-convert_split(split, out, max_side=int(side), jpeg_quality=int(quality), num_workers=int(workers),
-              progress=False, pass_through=passthrough == "1")
+measured(lambda: convert_split(split, out, max_side=int(side), jpeg_quality=int(quality), num_workers=int(workers),
+                               progress=False, pass_through=passthrough == "1"))
 """
+)
 
 
 def _timed_run(code: str, args: List[str]) -> Dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(
+    """CPU seconds (the process and its writer processes) and wall seconds of one conversion, measured
+    inside a fresh process around the conversion alone (imports excluded)."""
+    done = subprocess.run(
         [sys.executable, "-c", code, *args],
         check=True,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"cpu_s": cpu, "wall_s": wall}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _count_images(split: Path) -> int:
@@ -134,10 +147,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 "ours_no_pass_through": (_OURS, ["0"]),
             }
             runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in variants}
-            startup: Dict[str, List[float]] = {name: [] for name in variants}
             for round_index in range(args.repeats):
                 for name, (code, extra) in variants.items():
-                    startup[name].append(_timed_run(code, ["startup"])["cpu_s"])
                     out = work_dir / f"{name}-{side}-{round_index}.beton"
                     settings = [str(split), str(out), str(side), str(args.quality), str(args.workers), *extra]
                     runs[name].append(_timed_run(code, settings))
@@ -145,12 +156,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                     out.with_name(out.name + ".json").unlink(missing_ok=True)
             summary: Dict[str, object] = {}
             for name, measured in runs.items():
-                start_cpu = statistics.median(startup[name])
-                cpu = statistics.median(r["cpu_s"] for r in measured) - start_cpu
+                cpu = statistics.median(r["cpu_s"] for r in measured)
                 wall = statistics.median(r["wall_s"] for r in measured)
                 summary[name] = {
                     "cpu_s": cpu,
-                    "startup_cpu_s": start_cpu,
                     "cpu_ms_per_image": 1000 * cpu / count,
                     "images_per_s": count / wall,
                     "runs": measured,

@@ -17,10 +17,12 @@ the next run.
 import argparse
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import queue as queue_module
 import signal
 import socket
 import sys
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
+from ..files import NoSpaceError, no_space_error
 from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
@@ -137,14 +140,32 @@ def scan_imagefolder(
     return list(classes), samples
 
 
+# PIL's single-channel modes wider than 8 bits: ``convert("RGB")`` clips them (a 16-bit photo turns white).
+_HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits by its bit depth, not clipped; a
+    floating-point image is refused by name."""
+    if image.mode == "F":
+        raise OSError("floating-point pixels: convert it to an 8- or 16-bit image first")
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise OSError(f"{image.mode} pixels outside 0-65535: convert it to an 8- or 16-bit image first")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
 def open_rgb(path: str) -> Image.Image:
     """Decode any PIL-readable image to an upright RGB PIL image: EXIF orientation is applied (a
     phone photo stored sideways comes out as shown), CMYK/grayscale/palette are converted, alpha is
     composited on white; a truncated or non-image file raises ``OSError``. The converter and the
-    ImageFolder datamodule both decode through this, so both see the same pixels."""
+    ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit images are
+    scaled to 8 bits (48-bit RGB PNGs PIL reads as 8-bit RGB already)."""
     with Image.open(path) as image:
         image.load()  # full decode: truncated data fails here, not later in FFCV's writer
         upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
+        if upright.mode in _HIGH_BIT_DEPTH_MODES:
+            upright = _to_8_bit(upright)
         if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
             # Composite on white rather than dropping alpha (which leaves arbitrary colours).
             rgba = upright.convert("RGBA")
@@ -393,18 +414,74 @@ def check_beton_complete(beton: Path) -> None:
         )
 
 
+_EXIT_NO_SPACE = 28  # a writer process's exit status when its disk is full (errno ENOSPC)
+
+
 @contextlib.contextmanager
-def _ffcv_progress(display: Progress) -> Iterator[None]:
-    """FFCV's writer draws its own tqdm bar (it takes no option to hide or redirect it): it counts
-    into ``display`` instead, the split's one bar (or its lines in a log)."""
+def _ffcv_writer(display: Progress, beton: Path) -> Iterator[None]:
+    """Run FFCV's writer with one progress display and no hang. FFCV draws its own tqdm bar (it takes
+    no option to hide or redirect it): it counts into ``display`` instead. FFCV's main process waits for
+    its writer processes by polling a counter, forever if one of them died (a full disk, a crash): the
+    poll also checks the writer processes, and a dead one ends the conversion with one error."""
     import ffcv.writer
 
-    original = ffcv.writer.tqdm
-    ffcv.writer.tqdm = display.as_tqdm
+    started: List[multiprocessing.Process] = []
+    original = (ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset)
+    original_job, original_sleep = original[3], original[1]
+
+    class TrackedProcess(multiprocessing.Process):
+        def start(self) -> None:
+            super().start()
+            started.append(self)
+
+    def quiet_job(*args: Any) -> None:
+        try:
+            original_job(*args)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                os._exit(_EXIT_NO_SPACE)  # the main process reports it, once
+            raise
+
+    def watchful_sleep(seconds: float) -> None:
+        original_sleep(seconds)
+        dead = [p for p in started if p.exitcode not in (None, 0)]
+        if not dead:
+            return
+        for process in started:
+            if process.exitcode is None:
+                process.kill()
+            process.join()
+        if any(p.exitcode == _EXIT_NO_SPACE for p in dead):
+            raise no_space_error(beton, OSError(errno.ENOSPC, "no space left"))
+        raise RuntimeError(f"an FFCV writer process died (exit status {dead[0].exitcode}) writing {beton}")
+
+    main_pid = os.getpid()
+    original_queue = ffcv.writer.Queue
+
+    def watched_queue(*args: Any) -> Any:
+        # The main process's wait for the writers' allocation lists, also watched.
+        queue = original_queue(*args)
+        plain_get = queue.get
+
+        def get(block: bool = True, timeout: Optional[float] = None) -> Any:
+            if os.getpid() != main_pid or not block or timeout is not None:
+                return plain_get(block, timeout)
+            while True:
+                try:
+                    return plain_get(True, 0.2)
+                except queue_module.Empty:
+                    watchful_sleep(0)
+
+        queue.get = get
+        return queue
+
+    ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Queue = display.as_tqdm, watchful_sleep, watched_queue
+    ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset = TrackedProcess, quiet_job
     try:
         yield
     finally:
-        ffcv.writer.tqdm = original
+        ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset = original
+        ffcv.writer.Queue = original_queue
 
 
 def _fingerprint(samples: Sequence[Tuple[str, int]], root: Path) -> str:
@@ -531,7 +608,7 @@ def convert_split(
         nonlocal passed_through
         display.phase("write", len(chosen))
         passed = multiprocessing.RawArray("b", len(chosen))
-        with _ffcv_progress(display):
+        with _ffcv_writer(display, beton):
             DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
                 _Source(chosen, seed, failed, pass_through_side, passed), chunksize=64
             )
@@ -576,9 +653,14 @@ def convert_split(
         sidecar.unlink(missing_ok=True)  # a crash between the two renames leaves no stale sidecar
         tmp.replace(beton)
         tmp_sidecar.replace(sidecar)
+    except OSError as error:
+        if error.errno == errno.ENOSPC and not isinstance(error, NoSpaceError):
+            raise no_space_error(beton, error) from error
+        raise
     finally:
         display.finish()
         tmp.unlink(missing_ok=True)
+        private_temporary_path(sidecar).unlink(missing_ok=True)
     return ConversionResult(beton, len(good), skipped, passed_through=passed_through)
 
 
@@ -676,6 +758,8 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         )
     except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
         parser.exit(2, f"error: {err}\n")
+    except NoSpaceError as err:
+        parser.exit(1, f"error: {err.strerror}\n")
     for split, result in results.items():
         size = result.beton.stat().st_size / 2**20
         state = "up to date" if result.reused else "written"
