@@ -2,8 +2,8 @@
 
 FFCV's ``Loader.__iter__`` (ffcv 1.0.2, ``ffcv/loader/loader.py``) returns an ``EpochIterator``
 (``ffcv/loader/epoch_iterator.py``): a thread that runs the compiled pipelines into buffers allocated
-when the epoch starts, and a queue that the main thread reads with a blocking ``get()``. Two things
-went wrong with it:
+when the epoch starts, and a queue that the main thread reads with a blocking ``get()``. It has two
+flaws:
 
 1. The thread catches only ``StopIteration``. Any other exception (a failing pipeline op, a corrupt
    sample) ends the thread with a traceback on stderr, and the main thread waits on the queue forever,
