@@ -111,6 +111,20 @@ def profile(split: Path, side: int, quality: int, sample: int = 200) -> Dict[str
     return result
 
 
+def loader_rates(betons: Dict[str, Path], workers: int, epochs: int, batch: int = 64) -> Dict[str, object]:
+    """Images/s of the datamodule's training decode stage (176 px crops) on each file, timed
+    epochs interleaved after a warm-up epoch each: whether pass-through files load as fast."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.data_throughput import measure, ours_epoch
+
+    _, rates = measure({name: ours_epoch(path, 176, batch, workers) for name, path in betons.items()}, epochs)
+    return {
+        "images_per_s": rates,
+        "pass_through_vs_reencoded": rates["ours"] / rates["ours_no_pass_through"],
+        "epochs": epochs,
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,11 +135,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--workers", type=int, default=2, help="writer processes of both (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every row (default 3)")
+    parser.add_argument(
+        "--loader-epochs",
+        type=int,
+        default=4,
+        help="timed loader epochs on ours' files with and without pass-through, at the last --max-side (default 4)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke size: 60 images, one round, 320 only")
     parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.repeats, args.max_side = 60, 1, args.max_side[:1]
+        args.images, args.repeats, args.max_side, args.loader_epochs = 60, 1, args.max_side[:1], 1
 
     with tempfile.TemporaryDirectory(prefix="convert-bench-") as work:
         work_dir = Path(work)
@@ -152,8 +172,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                     out = work_dir / f"{name}-{side}-{round_index}.beton"
                     settings = [str(split), str(out), str(side), str(args.quality), str(args.workers), *extra]
                     runs[name].append(_timed_run(code, settings))
-                    out.unlink(missing_ok=True)
-                    out.with_name(out.name + ".json").unlink(missing_ok=True)
+                    if round_index < args.repeats - 1 or name == "stock":
+                        out.unlink(missing_ok=True)
+                        out.with_name(out.name + ".json").unlink(missing_ok=True)
             summary: Dict[str, object] = {}
             for name, measured in runs.items():
                 cpu = statistics.median(r["cpu_s"] for r in measured)
@@ -169,6 +190,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 summary[name]["cpu_vs_stock"] = summary[name]["cpu_s"] / stock_cpu  # type: ignore[index]
             summary["profile"] = profile(split, side, args.quality)
             rows[str(side)] = summary
+            last = {name: work_dir / f"{name}-{side}-{args.repeats - 1}.beton" for name in variants if name != "stock"}
             print(f"max side {side}, {count} images ({source}), {args.workers} workers, q{args.quality}:")
             print(f"  {'':22s} {'CPU ms/img':>10s} {'img/s':>8s} {'CPU vs stock':>13s}")
             for name in variants:
@@ -181,6 +203,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                 + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in prof.items() if k.endswith("_ms"))  # type: ignore[union-attr]
                 + f"; {prof['fits_share']:.0%} fit and pass through"  # type: ignore[index]
             )
+        loader = loader_rates(last, args.workers, args.loader_epochs, 16 if args.quick else 64)
+        loader["max_side"] = args.max_side[-1]
+        rates = loader["images_per_s"]
+        print(
+            f"loader on ours' files at max side {args.max_side[-1]} ({args.workers} workers, 176 px): "
+            f"pass-through {rates['ours']:.0f} img/s, re-encoded {rates['ours_no_pass_through']:.0f} img/s, "
+            f"ratio {loader['pass_through_vs_reencoded']:.2f}x"
+        )
     result = {
         "benchmark": "convert_throughput",
         "source": source,
@@ -191,6 +221,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "quick": args.quick,
         "cpus": len(os.sched_getaffinity(0)),
         "max_side": rows,
+        "loader": loader,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
