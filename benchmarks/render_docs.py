@@ -263,11 +263,20 @@ def convert_throughput(data: Results) -> str:
         )
     header = ["max side", "stock FFCV writer", "ours", "ours / stock", "ours, --no-pass-through", "passed through"]
     table = markdown_table(header, rows, "rrrrrr")
-    return (
+    text = (
         f"{table}\n\nCPU seconds per image of the whole conversion (the converter and its writer processes), "
         f"median of {data['repeats']} runs, {data['workers']} workers, quality {data['quality']}, "
         f"on {data['images']} {data['source']}."
     )
+    loader = data.get("loader")
+    if loader:
+        rates = loader["images_per_s"]
+        text += (
+            f" Training reads the files written with pass-through at {loader['pass_through_vs_reencoded']:.2f}x "
+            f"the rate of re-encoded ones (max side {loader['max_side']}: {fmt_rate(rates['ours'])} vs "
+            f"{fmt_rate(rates['ours_no_pass_through'])} images/s, {data['workers']} workers, 176 px crops)."
+        )
+    return text
 
 
 DEMO_SEEDS = "benchmarks/results/cpu-2core/demo_seeds.json"
