@@ -115,6 +115,31 @@ def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
 
 
+@pytest.mark.slow
+def test_high_bit_depth_images_are_scaled_or_refused_by_name(tmp_path: Path) -> None:
+    split = tmp_path / "src" / "train"
+    (split / "a_cls").mkdir(parents=True)
+    (split / "b_cls").mkdir(parents=True)
+    # a 16-bit grayscale photograph-like ramp: most values above 255, so clipping would make it white
+    ramp = (np.arange(48 * 40, dtype=np.uint32).reshape(48, 40) * 34).astype(np.uint16)
+    Image.fromarray(ramp).save(split / "a_cls" / "deep.png")
+    assert Image.open(split / "a_cls" / "deep.png").mode == "I;16"
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(split / "b_cls" / "plain.png")
+    beton = tmp_path / "out" / "train.beton"
+
+    convert_split(split, beton, write_mode="raw", num_workers=2, progress=False)
+    info = json.loads((tmp_path / "out" / "train.beton.json").read_text())
+    image, _ = _read_back(beton)[info["files"].index("a_cls/deep.png")]
+    scaled = np.round(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert np.array_equal(image, np.repeat(scaled[..., None], 3, axis=2))
+
+    # 32-bit integer pixels carry no range: the file is refused by name with its mode
+    Image.fromarray(ramp.astype(np.int32)).save(split / "b_cls" / "wide.tif")
+    with pytest.raises(UnreadableImagesError) as error:
+        convert_split(split, beton, write_mode="raw", num_workers=2, progress=False)
+    assert "wide.tif" in str(error.value) and "PIL mode I" in str(error.value)
+
+
 def _stored_entries(beton: Path) -> list:
     """``(mode, bytes)`` of every image entry of a ``.beton``, in file order, through FFCV's reader."""
     from ffcv.reader import Reader

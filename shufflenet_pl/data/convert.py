@@ -141,10 +141,22 @@ def open_rgb(path: str) -> Image.Image:
     """Decode any PIL-readable image to an upright RGB PIL image: EXIF orientation is applied (a
     phone photo stored sideways comes out as shown), CMYK/grayscale/palette are converted, alpha is
     composited on white; a truncated or non-image file raises ``OSError``. The converter and the
-    ImageFolder datamodule both decode through this, so both see the same pixels."""
+    ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit grayscale
+    (PNG, TIFF) is scaled to 8 bits (``round(v * 255 / 65535)``; PIL's own conversion clips it, which
+    turns most photographs white); 32-bit integer or float pixels, whose range the file does not
+    state, raise ``OSError`` naming the mode."""
     with Image.open(path) as image:
         image.load()  # full decode: truncated data fails here, not later in FFCV's writer
         upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
+        if upright.mode.startswith("I;16"):
+            wide = np.asarray(upright).astype(np.uint32)  # native order whatever the file's byte order
+            return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
+        if upright.mode in ("I", "F"):
+            kind = "32-bit integer" if upright.mode == "I" else "32-bit float"
+            raise OSError(
+                f"{kind} pixels (PIL mode {upright.mode}) have no fixed range to scale to 8 bits; "
+                f"save the image with 8 or 16 bits per channel"
+            )
         if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
             # Composite on white rather than dropping alpha (which leaves arbitrary colours).
             rgba = upright.convert("RGBA")
