@@ -17,10 +17,12 @@ the next run.
 import argparse
 import contextlib
 import ctypes
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import sys
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 
+from ..files import NoSpaceError, no_space_error
 from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
@@ -405,6 +408,79 @@ def check_beton_complete(beton: Path) -> None:
         )
 
 
+def _supervised_job(errors: Any, work_fn: Any, *args: Any) -> None:
+    """An FFCV writer process that reports its failure (a full disk, a bad sample) instead of dying
+    silently, which leaves FFCV's parent waiting forever for the samples it never wrote."""
+    try:
+        work_fn(*args)
+    except BaseException as error:  # noqa: BLE001 - every failure ends the conversion
+        errors.put((getattr(error, "errno", None), f"{type(error).__name__}: {error}"))
+        sys.exit(1)  # the parent reports it in one line: no traceback from here
+
+
+def _supervised_writer_class() -> Any:
+    """FFCV's ``DatasetWriter`` whose parent watches its writer processes: the first that fails stops
+    the others and raises in the parent (``OSError`` with the worker's errno), rather than a hang."""
+    import ctypes as _ctypes
+    import time
+
+    import ffcv.writer
+    from ffcv.memory_allocator import MemoryAllocator
+    from ffcv.writer import DatasetWriter
+
+    class SupervisedWriter(DatasetWriter):  # type: ignore[misc]
+        def _write_common(self, num_samples: int, queue_content: Any, work_fn: Any, extra_worker_args: Any) -> None:
+            self.num_samples = num_samples
+            self.prepare()
+            work: Any = multiprocessing.Queue()
+            for todo in queue_content:
+                work.put(todo)
+            for _ in range(self.num_workers):
+                work.put(None)
+            allocations: Any = multiprocessing.Queue()
+            errors: Any = multiprocessing.Queue()
+            done = multiprocessing.Value(_ctypes.c_uint64, 0)
+            allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
+            args = (work, self.metadata_sm, self.metadata_type, self.fields, allocator, done, allocations)
+            processes = [
+                multiprocessing.Process(target=_supervised_job, args=(errors, work_fn, *args, *extra_worker_args))
+                for _ in range(self.num_workers)
+            ]
+            try:
+                for process in processes:
+                    process.start()
+                bar = ffcv.writer.tqdm(total=num_samples)
+                previous, collected = 0, []
+                while len(collected) < len(processes):
+                    if not errors.empty():
+                        code, message = errors.get()
+                        raise OSError(code, message)
+                    with contextlib.suppress(queue.Empty):
+                        collected.append(allocations.get(timeout=0.1))
+                    if len(collected) < len(processes) and any(p.exitcode not in (None, 0) for p in processes):
+                        time.sleep(0.2)  # its error message may still be on its way
+                        if not errors.empty():
+                            continue
+                        codes = [p.exitcode for p in processes]
+                        raise OSError(None, f"an FFCV writer process ended with exit codes {codes}")
+                    value = done.value
+                    if value > previous:
+                        bar.update(value - previous)
+                        previous = value
+                bar.close()
+                self.finalize([a for content in collected for a in content])
+            finally:
+                for process in processes:
+                    if process.is_alive():
+                        process.kill()
+                    process.join()
+                work.cancel_join_thread()  # chunks no worker will read: exit without flushing them
+                self.metadata_sm.close()
+                self.metadata_sm.unlink()
+
+    return SupervisedWriter
+
+
 @contextlib.contextmanager
 def _ffcv_progress(display: Progress) -> Iterator[None]:
     """FFCV's writer draws its own tqdm bar (it takes no option to hide or redirect it): it counts
@@ -521,7 +597,6 @@ def convert_split(
 
     display = Progress(split_dir.name, enabled=progress)  # one bar for the split
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
 
     from . import quiet_numba  # noqa: F401
 
@@ -544,9 +619,8 @@ def convert_split(
         display.phase("write", len(chosen))
         passed = multiprocessing.RawArray("b", len(chosen))
         with _ffcv_progress(display):
-            DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
-                _Source(chosen, seed, failed, pass_through_side, passed), chunksize=64
-            )
+            writer = _supervised_writer_class()(str(tmp), fields, num_workers=max(1, num_workers))
+            writer.from_indexed_dataset(_Source(chosen, seed, failed, pass_through_side, passed), chunksize=64)
         display.close()
         passed_through = sum(passed)
 
@@ -588,6 +662,10 @@ def convert_split(
         sidecar.unlink(missing_ok=True)  # a crash between the two renames leaves no stale sidecar
         tmp.replace(beton)
         tmp_sidecar.replace(sidecar)
+    except OSError as error:
+        if error.errno == errno.ENOSPC and not isinstance(error, NoSpaceError):
+            raise no_space_error(beton, error) from error
+        raise
     finally:
         display.finish()
         tmp.unlink(missing_ok=True)
@@ -686,8 +764,13 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
             progress=not args.quiet,
             pass_through=not args.no_pass_through,
         )
-    except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
-        parser.exit(2, f"error: {err}\n")
+    except (
+        FileNotFoundError,
+        ValueError,
+        UnreadableImagesError,
+        NoSpaceError,
+    ) as err:  # EmptyClassFolderError is a ValueError
+        parser.exit(2, f"error: {err.strerror if isinstance(err, NoSpaceError) else err}\n")
     for split, result in results.items():
         size = result.beton.stat().st_size / 2**20
         state = "up to date" if result.reused else "written"
