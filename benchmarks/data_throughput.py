@@ -33,8 +33,14 @@ All timed epochs run in interleaved rounds, so load from other processes hits ev
 With ``--workers 1 2`` every first-setting row is measured at each worker count; the headline
 numbers (``--json``) are those of the last count.
 
+With several counts, a scaling table gives ours, FFCV stock and decode alone at each, with the
+efficiency rate(n) / (n / b * rate(b)) against the smallest count b (1.00: perfect scaling).
+
 The source JPEGs are drawn procedurally at ImageNet's sizes (most 500x375 or 375x500, some
 larger, quality 90; the run prints their mean size): photo-like pixel counts and texture, no download.
+``--source DIR`` runs every row on your own JPEGs instead (an ImageFolder tree, DIR/<class>/<image>.jpg):
+
+    python benchmarks/data_throughput.py --source ~/photos/train --settings jpg:320:90 --workers 1 2 4
 """
 
 import argparse
@@ -256,11 +262,17 @@ def stored_raw_sizes(beton: Path) -> List[Tuple[int, int]]:
     return [(int(m["height"]), int(m["width"])) for m in Reader(str(beton)).metadata["f0"] if m["mode"] == 1]
 
 
+def source_jpeg_paths(split: Path) -> List[Path]:
+    """The JPEG files of the ImageFolder tree ``split`` (any case of .jpg / .jpeg), sorted."""
+    return sorted(p for p in split.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg") and p.is_file())
+
+
 def source_jpegs(split: Path) -> List[Tuple[np.ndarray, int, int]]:
+    """Every JPEG file of the ImageFolder tree ``split``: its bytes, height and width."""
     from PIL import Image
 
     out = []
-    for path in sorted(split.rglob("*.JPEG")):
+    for path in source_jpeg_paths(split):
         with Image.open(path) as image:
             width, height = image.size
         out.append((np.fromfile(path, dtype=np.uint8), height, width))
@@ -285,6 +297,25 @@ def decode_epoch(jpegs: Sequence[Tuple[np.ndarray, int, int]], workers: int) -> 
         return sum(pool.map(work, range(workers)))
 
     return epoch
+
+
+def scaling(per_workers: Dict[str, Dict[str, Optional[float]]], workers: Sequence[int]) -> Dict[str, Dict]:
+    """Per worker count: ours, FFCV stock and decode-alone rates, each one's efficiency
+    ``rate(n) / (n / b * rate(b))`` against the smallest count ``b`` (1.0: perfect scaling), and
+    ours / decode alone."""
+    base = min(workers)
+    keys = {"ours": "ours_images_per_s", "ffcv": "ffcv_images_per_s", "decode": "decode_ceiling_images_per_s"}
+    out: Dict[str, Dict] = {}
+    for w in sorted(set(workers)):
+        row: Dict[str, Optional[float]] = {}
+        for kind, key in keys.items():
+            value, first = per_workers[str(w)][key], per_workers[str(base)][key]
+            row[f"{kind}_images_per_s"] = value
+            row[f"{kind}_efficiency"] = value * base / (w * first) if value and first else None
+        decode = row["decode_images_per_s"]
+        row["ours_vs_decode"] = row["ours_images_per_s"] / decode if decode else None  # type: ignore[operator]
+        out[str(w)] = row
+    return out
 
 
 def measure(pipelines: Dict[str, EpochFn], epochs: int) -> Tuple[Dict[str, float], Dict[str, float]]:
@@ -334,6 +365,12 @@ def setting_name(setting: Dict[str, object]) -> str:
     return name
 
 
+def fail(message: str) -> None:
+    """Print the one-line ``error: ...`` message and exit with status 2 (no traceback)."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -372,6 +409,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         "of the decoded NHWC batch (FFCV's default ToTorchImage, and what the datamodule gives "
         "a GPU), or contiguous, an NCHW copy made in FFCV's iterator thread (default channels_last)",
     )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        help="an ImageFolder tree (DIR/<class>/<image>.jpg) of your own JPEGs: every row runs on those "
+        "instead of drawn ones (--images is then their count)",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
     parser.add_argument(
         "--startup",
@@ -379,6 +422,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start",
     )
     args = parser.parse_args(argv)
+    if args.source is not None:
+        if not args.source.is_dir():
+            fail(f"error: --source {args.source}: not a folder; give an ImageFolder tree DIR/<class>/<image>.jpg")
+        count = len(source_jpeg_paths(args.source))
+        if count == 0:
+            fail(f"error: --source {args.source}: no .jpg/.jpeg files in its class folders; give an ImageFolder tree")
+        args.images = count
     if min(args.workers) < 1 or args.images < args.batch or args.epochs < 1:
         parser.error(
             f"need --workers >= 1, --epochs >= 1 and --images >= --batch (got workers {args.workers}, "
@@ -395,7 +445,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"workers {args.workers}, {args.epochs} timed epochs after 1 warm-up",
         flush=True,
     )
-    split = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images)
+    if args.source is not None:
+        split = args.source.resolve()
+        args.work_dir = args.work_dir / ("source-" + split.as_posix().strip("/").replace("/", "_"))
+        print(f"source: {split} ({args.images} JPEGs)", flush=True)
+    else:
+        split = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images)
     sources = source_jpegs(split)
     mean_kb = np.mean([len(d) for d, _, _ in sources]) / 1024
     mean_px = np.mean([h * w for _, h, w in sources])
@@ -501,12 +556,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         + (f"{ratios['ours_vs_ceiling']:.2f}x the full-decode ceiling, " if ceiling else "")
         + f"{ratios['ours_vs_ffcv']:.2f}x FFCV stock, {ratios['ours_vs_torchvision']:.2f}x torchvision"
     )
-    for w in args.workers[:-1]:
-        row = report["per_workers"][str(w)]  # type: ignore[index]
-        print(
-            f"  at {w} worker(s): ours {row['ours_images_per_s']:.0f}, ffcv {row['ffcv_images_per_s']:.0f}, "
-            f"torchvision {row['torchvision_images_per_s']:.0f} img/s"
-        )
+    if len(args.workers) > 1:
+        report["scaling"] = scaling(report["per_workers"], args.workers)  # type: ignore[arg-type]
+        base = min(args.workers)
+        print()
+        print(f"scaling with workers ({profiled}); efficiency = rate(n) / (n / {base} * rate({base})):")
+        print("| workers | ours img/s | eff | ffcv stock img/s | eff | decode alone img/s | eff | ours / decode |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for w in sorted(set(args.workers)):
+            row = report["scaling"][str(w)]  # type: ignore[index]
+            cells = []
+            for kind in ("ours", "ffcv", "decode"):
+                value, eff = row[f"{kind}_images_per_s"], row[f"{kind}_efficiency"]
+                cells += [f"{value:.0f}" if value else "n/a", f"{eff:.2f}" if eff else "n/a"]
+            vs = f"{row['ours_vs_decode']:.2f}" if row["ours_vs_decode"] else "n/a"
+            print(f"| {w} | " + " | ".join(cells) + f" | {vs} |")
     print()
     print(f"where the time goes, ffcv stock {profiled} (steady; per image per worker):")
     rows = [

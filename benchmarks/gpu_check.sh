@@ -91,7 +91,7 @@ for mode in "${VARIANTS[@]}"; do
 done
 
 # Without a GPU the gpu tests only have to be collected and skipped cleanly.
-step gpu-tests "${LIMITS[0]}" "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_captured_step.py -p no:cacheprovider
+step gpu-tests "${LIMITS[0]}" "$PY" -m pytest -q -m gpu tests/gpu/ -p no:cacheprovider
 
 step model-throughput "${LIMITS[1]}" "$PY" benchmarks/model_throughput.py --device "$DEVICE" "${MODEL_ARGS[@]}" \
   --out-dir "$SCRATCH/model" --no-progress

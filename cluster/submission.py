@@ -3,7 +3,7 @@
 One job = one folder (``jobs/<job-name>-<time>/``)::
 
     config.yaml     the resolved config the job runs (``shufflenet-pl fit --config`` reads it as is)
-    launch.json     resources, executor, job id, array index, W&B run id, command line, attempts
+    launch.json     resources, executor, job id, array index, W&B run id, seed, command line, attempts
     logs/           submitit's files: <job id>_<rank>_log.out / .err per rank, the sbatch script
     checkpoints/    last.ckpt (also written at preemption) and the best val/acc1, each with its .sha256;
                     .trainer.lock, held by the running trainer

@@ -16,6 +16,7 @@ from .callbacks import PredictionWriter
 from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
 from .data.common import InputError, per_device_batch_size
 from .files import NoSpaceError
+from .joblock import lock_holder
 from .tools import tools_epilog
 from .module import ImageClassifier
 from .quiet import make_trainer_quiet, silence_third_party_noise
@@ -111,6 +112,13 @@ class ShuffleNetCLI(LightningCLI):
                 if why is not None:
                     self.parser.exit(2, f"error: --ckpt_path {ckpt_path}: {why}\n")
             else:
+                holder = lock_holder(Path(ckpt_path).parent) if rank_zero_only.rank == 0 else None
+                if holder is not None:  # a running trainer writes there: verify or remove nothing
+                    self.parser.exit(
+                        2,
+                        f"error: {Path(ckpt_path).parent} is in use by a running trainer: pid {holder.get('pid')} "
+                        f"on {holder.get('host')} (since {holder.get('started')}); wait for it or stop it first\n",
+                    )
                 try:
                     choice = choose_checkpoint(
                         Path(ckpt_path),

@@ -22,7 +22,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-import queue
+import queue as queue_module
 import signal
 import socket
 import sys
@@ -140,26 +140,32 @@ def scan_imagefolder(
     return list(classes), samples
 
 
+# PIL's single-channel modes wider than 8 bits: ``convert("RGB")`` clips them (a 16-bit photo turns white).
+_HIGH_BIT_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image scaled to 8 bits by its bit depth, not clipped; a
+    floating-point image is refused by name."""
+    if image.mode == "F":
+        raise OSError("floating-point pixels: convert it to an 8- or 16-bit image first")
+    values = np.asarray(image).astype(np.int64)
+    if values.min() < 0 or values.max() > 65535:
+        raise OSError(f"{image.mode} pixels outside 0-65535: convert it to an 8- or 16-bit image first")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+
+
 def open_rgb(path: str) -> Image.Image:
     """Decode any PIL-readable image to an upright RGB PIL image: EXIF orientation is applied (a
     phone photo stored sideways comes out as shown), CMYK/grayscale/palette are converted, alpha is
     composited on white; a truncated or non-image file raises ``OSError``. The converter and the
-    ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit grayscale
-    (PNG, TIFF) is scaled to 8 bits (``round(v * 255 / 65535)``; PIL's own conversion clips it, which
-    turns most photographs white); 32-bit integer or float pixels, whose range the file does not
-    state, raise ``OSError`` naming the mode."""
+    ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit images are
+    scaled to 8 bits (48-bit RGB PNGs PIL reads as 8-bit RGB already)."""
     with Image.open(path) as image:
         image.load()  # full decode: truncated data fails here, not later in FFCV's writer
         upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
-        if upright.mode.startswith("I;16"):
-            wide = np.asarray(upright).astype(np.uint32)  # native order whatever the file's byte order
-            return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L").convert("RGB")
-        if upright.mode in ("I", "F"):
-            kind = "32-bit integer" if upright.mode == "I" else "32-bit float"
-            raise OSError(
-                f"{kind} pixels (PIL mode {upright.mode}) have no fixed range to scale to 8 bits; "
-                f"save the image with 8 or 16 bits per channel"
-            )
+        if upright.mode in _HIGH_BIT_DEPTH_MODES:
+            upright = _to_8_bit(upright)
         if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
             # Composite on white rather than dropping alpha (which leaves arbitrary colours).
             rgba = upright.convert("RGBA")
@@ -408,91 +414,74 @@ def check_beton_complete(beton: Path) -> None:
         )
 
 
-def _supervised_job(errors: Any, work_fn: Any, *args: Any) -> None:
-    """An FFCV writer process that reports its failure (a full disk, a bad sample) instead of dying
-    silently, which leaves FFCV's parent waiting forever for the samples it never wrote."""
-    try:
-        work_fn(*args)
-    except BaseException as error:  # noqa: BLE001 - every failure ends the conversion
-        errors.put((getattr(error, "errno", None), f"{type(error).__name__}: {error}"))
-        sys.exit(1)  # the parent reports it in one line: no traceback from here
-
-
-def _supervised_writer_class() -> Any:
-    """FFCV's ``DatasetWriter`` whose parent watches its writer processes: the first that fails stops
-    the others and raises in the parent (``OSError`` with the worker's errno), rather than a hang."""
-    import ctypes as _ctypes
-    import time
-
-    import ffcv.writer
-    from ffcv.memory_allocator import MemoryAllocator
-    from ffcv.writer import DatasetWriter
-
-    class SupervisedWriter(DatasetWriter):  # type: ignore[misc]
-        def _write_common(self, num_samples: int, queue_content: Any, work_fn: Any, extra_worker_args: Any) -> None:
-            self.num_samples = num_samples
-            self.prepare()
-            work: Any = multiprocessing.Queue()
-            for todo in queue_content:
-                work.put(todo)
-            for _ in range(self.num_workers):
-                work.put(None)
-            allocations: Any = multiprocessing.Queue()
-            errors: Any = multiprocessing.Queue()
-            done = multiprocessing.Value(_ctypes.c_uint64, 0)
-            allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
-            args = (work, self.metadata_sm, self.metadata_type, self.fields, allocator, done, allocations)
-            processes = [
-                multiprocessing.Process(target=_supervised_job, args=(errors, work_fn, *args, *extra_worker_args))
-                for _ in range(self.num_workers)
-            ]
-            try:
-                for process in processes:
-                    process.start()
-                bar = ffcv.writer.tqdm(total=num_samples)
-                previous, collected = 0, []
-                while len(collected) < len(processes):
-                    if not errors.empty():
-                        code, message = errors.get()
-                        raise OSError(code, message)
-                    with contextlib.suppress(queue.Empty):
-                        collected.append(allocations.get(timeout=0.1))
-                    if len(collected) < len(processes) and any(p.exitcode not in (None, 0) for p in processes):
-                        time.sleep(0.2)  # its error message may still be on its way
-                        if not errors.empty():
-                            continue
-                        codes = [p.exitcode for p in processes]
-                        raise OSError(None, f"an FFCV writer process ended with exit codes {codes}")
-                    value = done.value
-                    if value > previous:
-                        bar.update(value - previous)
-                        previous = value
-                bar.close()
-                self.finalize([a for content in collected for a in content])
-            finally:
-                for process in processes:
-                    if process.is_alive():
-                        process.kill()
-                    process.join()
-                work.cancel_join_thread()  # chunks no worker will read: exit without flushing them
-                self.metadata_sm.close()
-                self.metadata_sm.unlink()
-
-    return SupervisedWriter
+_EXIT_NO_SPACE = 28  # a writer process's exit status when its disk is full (errno ENOSPC)
 
 
 @contextlib.contextmanager
-def _ffcv_progress(display: Progress) -> Iterator[None]:
-    """FFCV's writer draws its own tqdm bar (it takes no option to hide or redirect it): it counts
-    into ``display`` instead, the split's one bar (or its lines in a log)."""
+def _ffcv_writer(display: Progress, beton: Path) -> Iterator[None]:
+    """Run FFCV's writer with one progress display and no hang. FFCV draws its own tqdm bar (it takes
+    no option to hide or redirect it): it counts into ``display`` instead. FFCV's main process waits for
+    its writer processes by polling a counter, forever if one of them died (a full disk, a crash): the
+    poll also checks the writer processes, and a dead one ends the conversion with one error."""
     import ffcv.writer
 
-    original = ffcv.writer.tqdm
-    ffcv.writer.tqdm = display.as_tqdm
+    started: List[multiprocessing.Process] = []
+    original = (ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset)
+    original_job, original_sleep = original[3], original[1]
+
+    class TrackedProcess(multiprocessing.Process):
+        def start(self) -> None:
+            super().start()
+            started.append(self)
+
+    def quiet_job(*args: Any) -> None:
+        try:
+            original_job(*args)
+        except OSError as error:
+            if error.errno == errno.ENOSPC:
+                os._exit(_EXIT_NO_SPACE)  # the main process reports it, once
+            raise
+
+    def watchful_sleep(seconds: float) -> None:
+        original_sleep(seconds)
+        dead = [p for p in started if p.exitcode not in (None, 0)]
+        if not dead:
+            return
+        for process in started:
+            if process.exitcode is None:
+                process.kill()
+            process.join()
+        if any(p.exitcode == _EXIT_NO_SPACE for p in dead):
+            raise no_space_error(beton, OSError(errno.ENOSPC, "no space left"))
+        raise RuntimeError(f"an FFCV writer process died (exit status {dead[0].exitcode}) writing {beton}")
+
+    main_pid = os.getpid()
+    original_queue = ffcv.writer.Queue
+
+    def watched_queue(*args: Any) -> Any:
+        # The main process's wait for the writers' allocation lists, also watched.
+        queue = original_queue(*args)
+        plain_get = queue.get
+
+        def get(block: bool = True, timeout: Optional[float] = None) -> Any:
+            if os.getpid() != main_pid or not block or timeout is not None:
+                return plain_get(block, timeout)
+            while True:
+                try:
+                    return plain_get(True, 0.2)
+                except queue_module.Empty:
+                    watchful_sleep(0)
+
+        queue.get = get
+        return queue
+
+    ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Queue = display.as_tqdm, watchful_sleep, watched_queue
+    ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset = TrackedProcess, quiet_job
     try:
         yield
     finally:
-        ffcv.writer.tqdm = original
+        ffcv.writer.tqdm, ffcv.writer.sleep, ffcv.writer.Process, ffcv.writer.worker_job_indexed_dataset = original
+        ffcv.writer.Queue = original_queue
 
 
 def _fingerprint(samples: Sequence[Tuple[str, int]], root: Path) -> str:
@@ -597,6 +586,7 @@ def convert_split(
 
     display = Progress(split_dir.name, enabled=progress)  # one bar for the split
     from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
 
     from . import quiet_numba  # noqa: F401
 
@@ -618,9 +608,10 @@ def convert_split(
         nonlocal passed_through
         display.phase("write", len(chosen))
         passed = multiprocessing.RawArray("b", len(chosen))
-        with _ffcv_progress(display):
-            writer = _supervised_writer_class()(str(tmp), fields, num_workers=max(1, num_workers))
-            writer.from_indexed_dataset(_Source(chosen, seed, failed, pass_through_side, passed), chunksize=64)
+        with _ffcv_writer(display, beton):
+            DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
+                _Source(chosen, seed, failed, pass_through_side, passed), chunksize=64
+            )
         display.close()
         passed_through = sum(passed)
 
@@ -669,6 +660,7 @@ def convert_split(
     finally:
         display.finish()
         tmp.unlink(missing_ok=True)
+        private_temporary_path(sidecar).unlink(missing_ok=True)
     return ConversionResult(beton, len(good), skipped, passed_through=passed_through)
 
 
@@ -764,13 +756,10 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
             progress=not args.quiet,
             pass_through=not args.no_pass_through,
         )
-    except (
-        FileNotFoundError,
-        ValueError,
-        UnreadableImagesError,
-        NoSpaceError,
-    ) as err:  # EmptyClassFolderError is a ValueError
-        parser.exit(2, f"error: {err.strerror if isinstance(err, NoSpaceError) else err}\n")
+    except (FileNotFoundError, ValueError, UnreadableImagesError) as err:  # EmptyClassFolderError is a ValueError
+        parser.exit(2, f"error: {err}\n")
+    except NoSpaceError as err:
+        parser.exit(1, f"error: {err.strerror}\n")
     for split, result in results.items():
         size = result.beton.stat().st_size / 2**20
         state = "up to date" if result.reused else "written"

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from conftest import REPO, run_cli
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 class SleepyImages(Dataset):
@@ -201,7 +201,7 @@ def _sleepy_cli_args(
         "--config",
         str(REPO / "configs" / "experiment" / "demo.yaml"),
         "--model.model",
-        "test_throughput.SleepyNet",
+        "bench.test_throughput_monitor.SleepyNet",
         "--model.model.seconds_per_step",
         str(seconds_per_step),
         "--model.lr",
@@ -209,7 +209,7 @@ def _sleepy_cli_args(
         "--model.warmup_epochs",
         "0",
         "--data",
-        "test_throughput.SleepyDataModule",
+        "bench.test_throughput_monitor.SleepyDataModule",
         "--data.batch_size",
         str(batch),
         "--data.train_batches",

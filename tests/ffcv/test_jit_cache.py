@@ -119,7 +119,7 @@ def _import_decode_stage(env: dict) -> "subprocess.CompletedProcess[str]":
         text=True,
         timeout=300,
         env={**os.environ, **env},
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
 
 

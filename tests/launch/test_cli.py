@@ -299,10 +299,10 @@ def test_ffcv_fit_then_validate_test_predict_with_default_flags(
 
 def _faulty_ffcv_args(root: Path, fault: str, fault_batch: int, marker: Path) -> list:
     """The FFCV datamodule with a real pipeline op that raises or stalls in FFCV's loader thread
-    (tests/ffcv_faults.py)."""
+    (tests/helpers/ffcv_faults.py)."""
     return [
         "--data",
-        "ffcv_faults.FaultyFFCVDataModule",
+        "helpers.ffcv_faults.FaultyFFCVDataModule",
         *_ffcv_args(root),
         "--data.init_args.fault",
         fault,
@@ -327,7 +327,7 @@ def faults_env(cli_env: dict) -> dict:
 def test_ffcv_loader_thread_exception_ends_validate_with_it(
     demo_beton_root: Path, faults_env: dict, tmp_path: Path
 ) -> None:
-    from ffcv_faults import FAULT_MESSAGE
+    from helpers.ffcv_faults import FAULT_MESSAGE
 
     result = run_cli(
         ["validate", "--config", DEMO, *_faulty_ffcv_args(demo_beton_root, "raise", 1, tmp_path / "m")],

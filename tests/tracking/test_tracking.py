@@ -17,7 +17,7 @@ from jsonargparse import Namespace
 from shufflenet_pl.tracking.reader import RunFiles
 
 from conftest import REPO
-from test_throughput import offline_env
+from bench.test_throughput_monitor import offline_env
 
 DEMO = str(REPO / "configs" / "experiment" / "demo.yaml")
 WANDB_CLI = str(Path(sys.executable).with_name("wandb"))
@@ -185,7 +185,7 @@ def test_cli_logs_to_wandb_by_default_and_to_csv_with_no_wandb(no_wandb_env: Non
     from shufflenet_pl.cli import build_cli
     from shufflenet_pl.tracking import WandbLogger
 
-    base = ["--config", DEMO, "--data", "test_throughput.SleepyDataModule"]
+    base = ["--config", DEMO, "--data", "bench.test_throughput_monitor.SleepyDataModule"]
     cli = build_cli(base, run=False)
     (logger,) = cli.trainer.loggers
     assert isinstance(logger, WandbLogger) and logger.mode == "offline" and logger.save_dir == "runs/demo"
@@ -515,11 +515,11 @@ def test_requeued_job_is_one_run(cli_env: dict, tmp_path: Path) -> None:
         "--config",
         DEMO,
         "--model.model",
-        "test_throughput.SleepyNet",
+        "bench.test_throughput_monitor.SleepyNet",
         "--model.model.seconds_per_step",
         "0",
         "--data",
-        "test_throughput.SleepyDataModule",
+        "bench.test_throughput_monitor.SleepyDataModule",
         "--data.batch_size",
         "16",
         "--data.train_batches",

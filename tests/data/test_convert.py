@@ -4,8 +4,9 @@ written by FFCV and read back through FFCV."""
 import io
 import json
 import os
+import subprocess
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator
 
 import numpy as np
 import pytest
@@ -73,6 +74,20 @@ def test_load_rgb_converts_the_odd_modes(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path: Path) -> None:
+    import cv2
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "gray16.png"), ramp)
+    rgb = load_rgb(str(tmp_path / "gray16.png"))
+    expected = ((ramp.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
+    assert (rgb == 255).mean() < 0.01  # clipping would make it white
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(OSError, match="floating-point pixels"):
+        load_rgb(str(tmp_path / "float.tif"))
+
+
 def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     split = tmp_path / "src" / "train"
     expected = _odd_imagefolder(split)
@@ -113,31 +128,6 @@ def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     )
     assert not jpeg.reused and beton.stat().st_size < os.path.getsize(beton) + 1
     assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
-
-
-@pytest.mark.slow
-def test_high_bit_depth_images_are_scaled_or_refused_by_name(tmp_path: Path) -> None:
-    split = tmp_path / "src" / "train"
-    (split / "a_cls").mkdir(parents=True)
-    (split / "b_cls").mkdir(parents=True)
-    # a 16-bit grayscale photograph-like ramp: most values above 255, so clipping would make it white
-    ramp = (np.arange(48 * 40, dtype=np.uint32).reshape(48, 40) * 34).astype(np.uint16)
-    Image.fromarray(ramp).save(split / "a_cls" / "deep.png")
-    assert Image.open(split / "a_cls" / "deep.png").mode == "I;16"
-    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(split / "b_cls" / "plain.png")
-    beton = tmp_path / "out" / "train.beton"
-
-    convert_split(split, beton, write_mode="raw", num_workers=2, progress=False)
-    info = json.loads((tmp_path / "out" / "train.beton.json").read_text())
-    image, _ = _read_back(beton)[info["files"].index("a_cls/deep.png")]
-    scaled = np.round(ramp.astype(np.float64) * 255 / 65535).astype(np.uint8)
-    assert np.array_equal(image, np.repeat(scaled[..., None], 3, axis=2))
-
-    # 32-bit integer pixels carry no range: the file is refused by name with its mode
-    Image.fromarray(ramp.astype(np.int32)).save(split / "b_cls" / "wide.tif")
-    with pytest.raises(UnreadableImagesError) as error:
-        convert_split(split, beton, write_mode="raw", num_workers=2, progress=False)
-    assert "wide.tif" in str(error.value) and "PIL mode I" in str(error.value)
 
 
 @pytest.mark.slow
@@ -240,3 +230,53 @@ def test_convert_command_line(demo_root: Path, cli_env: dict, tmp_path: Path) ->
     )
     assert missing.returncode == 2 and "nope/train does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 MiB tmpfs (FFCV writes 8 MiB pages), unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs failed: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_convert_onto_a_full_disk_ends_with_one_line(small_disk: Path, cli_env: dict, tmp_path: Path) -> None:
+    """A conversion that does not fit ends (no hang) with one line naming the disk and the file; no
+    temporary file stays, and a good earlier file (rewritten with --force) is left as it was."""
+    rng = np.random.default_rng(0)
+    small, large = tmp_path / "small", tmp_path / "large"
+    for root, count in ((small, 4), (large, 120)):
+        for label in ("a", "b"):
+            (root / "train" / label).mkdir(parents=True)
+            for i in range(count):
+                noise = rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)
+                Image.fromarray(noise).save(root / "train" / label / f"{i}.jpg", quality=95)
+    common = ["--splits", "train", "--workers", "2", "--max-side", "128", "--no-pass-through"]
+    good = run_cli(["convert", str(small), str(small_disk), *common], cwd=tmp_path, env=cli_env, timeout=300)
+    assert good.returncode == 0, good.stderr[-3000:]
+    before = (small_disk / "train.beton").read_bytes()
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 4 * 2**20))  # 4 MiB left: less than one page
+
+    for extra in ([], ["--force"]):
+        out = small_disk if extra else small_disk / "new"
+        full = run_cli(["convert", str(large), str(out), *common, *extra], cwd=tmp_path, env=cli_env, timeout=300)
+        assert full.returncode != 0
+        errors = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [
+            f"error: no space left on {small_disk} writing {out / 'train.beton'}; "
+            + ("the previous file is intact" if extra else "nothing was written")
+        ], full.stderr[-3000:]
+        assert "Traceback" not in full.stderr, full.stderr[-3000:]
+        assert not [p.name for p in small_disk.rglob(".*tmp*")]
+        assert not (out / "train.beton.json").exists() or extra
+    assert (small_disk / "train.beton").read_bytes() == before

@@ -1,7 +1,7 @@
 """FFCV epochs through the datamodule: a loader thread's exception ends the iteration with that
 exception (never a hang), and inference mode (Lightning's validate/test/predict) does not break the
-loader thread (signals during a stalled wait: tests/test_cli.py). Real ``Loader`` on a real ``.beton``; faults
-are real pipeline ops (tests/ffcv_faults.py)."""
+loader thread (signals during a stalled wait: tests/launch/test_cli.py). Real ``Loader`` on a real ``.beton``; faults
+are real pipeline ops (tests/helpers/ffcv_faults.py)."""
 
 import threading
 import time
@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
 
-from ffcv_faults import FAULT_MESSAGE, FaultyFFCVDataModule  # noqa: E402
+from helpers.ffcv_faults import FAULT_MESSAGE, FaultyFFCVDataModule  # noqa: E402
 
 from shufflenet_pl.data.ffcv import FFCVImageNetDataModule  # noqa: E402
 

@@ -77,3 +77,37 @@ def test_data_benchmark_writes_the_json_render_docs_reads(tmp_path: Path, cli_en
     rendered = table.render(report)
     for label in ("our FFCV datamodule, images/s", "ours / decode ceiling", "ours / FFCV as shipped"):
         assert label in rendered
+
+
+def test_scaling_efficiency_is_against_the_smallest_worker_count() -> None:
+    from benchmarks.data_throughput import scaling
+
+    def rates(ours: float, ffcv: float, decode: float) -> dict:
+        return {"ours_images_per_s": ours, "ffcv_images_per_s": ffcv, "decode_ceiling_images_per_s": decode}
+
+    table = scaling({"1": rates(100, 50, 200), "2": rates(180, 60, 400), "4": rates(200, 80, 0)}, [1, 2, 4])
+    assert table["1"]["ours_efficiency"] == pytest.approx(1.0)
+    assert table["2"]["ours_efficiency"] == pytest.approx(0.9)
+    assert table["2"]["ffcv_efficiency"] == pytest.approx(0.6)
+    assert table["2"]["ours_vs_decode"] == pytest.approx(0.45)
+    assert table["4"]["ours_efficiency"] == pytest.approx(0.5)
+    assert table["4"]["decode_efficiency"] is None and table["4"]["ours_vs_decode"] is None
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_source_that_is_not_an_image_folder_is_one_error_line(tmp_path: Path, cli_env: dict, make: str) -> None:
+    source = tmp_path / "photos"
+    if make == "empty":
+        (source / "class0").mkdir(parents=True)
+        (source / "class0" / "notes.txt").write_text("not an image")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/data_throughput.py"), "--source", str(source)],
+        cwd=tmp_path,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: --source {source}")

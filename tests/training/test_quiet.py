@@ -21,7 +21,7 @@ from shufflenet_pl.quiet import (
     silence_third_party_noise,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class TinyModule(LightningModule):

@@ -294,7 +294,7 @@ time.sleep(120)
 
 def test_second_trainer_into_a_running_folder_is_refused(tmp_path: Path, one_thread: None) -> None:
     folder = tmp_path / "checkpoints"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -312,7 +312,7 @@ def test_second_trainer_into_a_running_folder_is_refused(tmp_path: Path, one_thr
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, one_thread: None, capsys) -> None:
     folder = tmp_path / "checkpoints"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE, text=True, env=env)
     assert holder.stdout.readline().strip() == "held"
     holder.kill()  # dies holding it: the file still names it
@@ -331,7 +331,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, one_thread: 
 
 # --- the command lines: one line, exit status 2 -------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _fit_args(data: Path, root: Path, epochs: int, *extra: str) -> list:
@@ -536,7 +536,7 @@ def test_second_fit_into_a_running_folder_touches_nothing(demo_root: Path, tmp_p
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: {folder} is in use by a running trainer: pid {holder.pid} on "), line
-    assert sorted(p.name for p in folder.iterdir()) == before
+    assert sorted(p.name for p in folder.iterdir()) == before, result.stderr[-3000:]
     print(line)
 
 

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = "shufflenet_pl"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -1,0 +1,195 @@
+"""Conversion cost: ``shufflenet-pl convert`` vs FFCV's stock writer on the same photographs.
+
+    python benchmarks/convert_throughput.py                          # 500 drawn ImageNet-sized JPEGs
+    python benchmarks/convert_throughput.py --source ~/photos/train --max-side 320 500 \
+        --json benchmarks/results/cpu-2core/convert_throughput.json
+
+The stock writer is what ffcv-imagenet's ``write_imagenet.py`` runs: torchvision's ``ImageFolder`` (PIL
+decode) into ``DatasetWriter`` with ``RGBImageField(write_mode="jpg", max_resolution=S, jpeg_quality=Q)``.
+Ours is ``convert_split`` with the same settings, with pass-through (the default) and without. Every
+run is a fresh process, timed by the CPU seconds of that process and its writer processes (user + system,
+less those of a process that only imports the same modules) and by wall time; runs of all rows alternate,
+``--repeats`` rounds, medians reported. The profile times one process on a sample of the images: the
+header check that decides pass-through, the full decode, the resize and the JPEG encode.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+
+_STOCK = """
+import sys
+from ffcv.fields import IntField, RGBImageField
+from ffcv.writer import DatasetWriter
+from torchvision.datasets import ImageFolder
+if sys.argv[1] == "startup":
+    sys.exit()
+split, out, side, quality, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+fields = {"image": RGBImageField(write_mode="jpg", max_resolution=side, jpeg_quality=quality), "label": IntField()}
+DatasetWriter(out, fields, num_workers=workers).from_indexed_dataset(ImageFolder(split), chunksize=64)
+"""
+
+_OURS = """
+import sys
+from shufflenet_pl.data.convert import convert_split
+import ffcv.writer, ffcv.fields
+if sys.argv[1] == "startup":
+    sys.exit()
+split, out, side, quality, workers, passthrough = sys.argv[1:7]
+convert_split(split, out, max_side=int(side), jpeg_quality=int(quality), num_workers=int(workers),
+              progress=False, pass_through=passthrough == "1")
+"""
+
+
+def _timed_run(code: str, args: List[str]) -> Dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", code, *args],
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"cpu_s": cpu, "wall_s": wall}
+
+
+def _count_images(split: Path) -> int:
+    return sum(1 for p in split.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def profile(split: Path, side: int, quality: int, sample: int = 200) -> Dict[str, float]:
+    """Milliseconds per image, one process: the pass-through header check, decode, resize, encode."""
+    from ffcv.fields.rgb_image import encode_jpeg, resizer
+
+    from shufflenet_pl.data.convert import load_rgb, stored_jpeg
+
+    paths = sorted(str(p) for p in split.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:sample]
+    times = {"header_check": 0.0, "decode": 0.0, "resize": 0.0, "encode": 0.0}
+    fits = 0
+    for path in paths:
+        t0 = time.perf_counter()
+        fits += stored_jpeg(path, side) is not None
+        t1 = time.perf_counter()
+        image = load_rgb(path)
+        t2 = time.perf_counter()
+        image = resizer(image, side)
+        t3 = time.perf_counter()
+        encode_jpeg(image, quality)
+        t4 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            times[key] += seconds
+    result = {f"{key}_ms": 1000 * value / len(paths) for key, value in times.items()}
+    result["fits_share"] = fits / len(paths)
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--source", type=Path, help="an ImageFolder split of your own JPEGs (default: drawn ones)")
+    parser.add_argument("--images", type=int, default=500, help="JPEGs to draw without --source (default 500)")
+    parser.add_argument("--max-side", type=int, nargs="+", default=[320, 500], help="settings (default 320 500)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    parser.add_argument("--workers", type=int, default=2, help="writer processes of both (default 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every row (default 3)")
+    parser.add_argument("--quick", action="store_true", help="smoke size: 60 images, one round, 320 only")
+    parser.add_argument("--json", type=Path, help="also write the numbers there as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeats, args.max_side = 60, 1, args.max_side[:1]
+
+    with tempfile.TemporaryDirectory(prefix="convert-bench-") as work:
+        work_dir = Path(work)
+        if args.source is None:
+            sys.path.insert(0, str(REPO))
+            from benchmarks.data_throughput import make_imagenet_like_jpegs
+
+            split = make_imagenet_like_jpegs(work_dir / "src", args.images)
+            source = f"{args.images} drawn ImageNet-sized JPEGs (quality 90)"
+        else:
+            split = args.source.resolve()
+            source = str(args.source)
+        count = _count_images(split)
+        rows: Dict[str, Dict[str, object]] = {}
+        for side in args.max_side:
+            variants = {
+                "stock": (_STOCK, []),
+                "ours": (_OURS, ["1"]),
+                "ours_no_pass_through": (_OURS, ["0"]),
+            }
+            runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in variants}
+            startup: Dict[str, List[float]] = {name: [] for name in variants}
+            for round_index in range(args.repeats):
+                for name, (code, extra) in variants.items():
+                    startup[name].append(_timed_run(code, ["startup"])["cpu_s"])
+                    out = work_dir / f"{name}-{side}-{round_index}.beton"
+                    settings = [str(split), str(out), str(side), str(args.quality), str(args.workers), *extra]
+                    runs[name].append(_timed_run(code, settings))
+                    out.unlink(missing_ok=True)
+                    out.with_name(out.name + ".json").unlink(missing_ok=True)
+            summary: Dict[str, object] = {}
+            for name, measured in runs.items():
+                start_cpu = statistics.median(startup[name])
+                cpu = statistics.median(r["cpu_s"] for r in measured) - start_cpu
+                wall = statistics.median(r["wall_s"] for r in measured)
+                summary[name] = {
+                    "cpu_s": cpu,
+                    "startup_cpu_s": start_cpu,
+                    "cpu_ms_per_image": 1000 * cpu / count,
+                    "images_per_s": count / wall,
+                    "runs": measured,
+                }
+            stock_cpu = summary["stock"]["cpu_s"]  # type: ignore[index]
+            for name in ("ours", "ours_no_pass_through"):
+                summary[name]["cpu_vs_stock"] = summary[name]["cpu_s"] / stock_cpu  # type: ignore[index]
+            summary["profile"] = profile(split, side, args.quality)
+            rows[str(side)] = summary
+            print(f"max side {side}, {count} images ({source}), {args.workers} workers, q{args.quality}:")
+            print(f"  {'':22s} {'CPU ms/img':>10s} {'img/s':>8s} {'CPU vs stock':>13s}")
+            for name in variants:
+                row = summary[name]
+                ratio = f"{row['cpu_vs_stock']:.2f}x" if "cpu_vs_stock" in row else "1.00x"  # type: ignore[operator]
+                print(f"  {name:22s} {row['cpu_ms_per_image']:10.2f} {row['images_per_s']:8.0f} {ratio:>13s}")  # type: ignore[index]
+            prof = summary["profile"]
+            print(
+                "  profile (ms/img, one process): "
+                + ", ".join(f"{k[:-3]} {v:.2f}" for k, v in prof.items() if k.endswith("_ms"))  # type: ignore[union-attr]
+                + f"; {prof['fits_share']:.0%} fit and pass through"  # type: ignore[index]
+            )
+    result = {
+        "benchmark": "convert_throughput",
+        "source": source,
+        "images": count,
+        "workers": args.workers,
+        "quality": args.quality,
+        "repeats": args.repeats,
+        "quick": args.quick,
+        "cpus": len(os.sched_getaffinity(0)),
+        "max_side": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        sys.path.insert(0, str(REPO))
+        from shufflenet_pl.files import write_text
+
+        write_text(args.json, json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
