@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for whoever has a GPU for a few minutes: the gpu-marked tests and the GPU benchmarks
+# One command on a machine with a CUDA GPU: the gpu-marked tests and the GPU benchmarks
 # (end-to-end training throughput at full size first, then the step compiled without CUDA graphs, the gpu
 # tests, model throughput compiled), each under its own time limit (300 + 120 + 240 + 90 s: at most 13
 # minutes; about 10 on an H200). JSON and logs go to benchmarks/results/<device>/ (e.g. h200, derived

@@ -242,6 +242,34 @@ def _loader_speedup(data: Results) -> Optional[str]:
     )
 
 
+CONVERT = "benchmarks/results/cpu-2core/convert_throughput.json"
+
+
+def convert_throughput(data: Results) -> str:
+    """One row per ``--max-side``: CPU per image of FFCV's stock writer and of ours (with and without
+    pass-through), ours / stock, and the share of photographs stored as their own bytes."""
+    rows = []
+    for side, row in data["max_side"].items():
+        stock, ours, plain = row["stock"], row["ours"], row["ours_no_pass_through"]
+        rows.append(
+            [
+                side,
+                f"{stock['cpu_ms_per_image']:.2f} ms",
+                f"{ours['cpu_ms_per_image']:.2f} ms",
+                f"{ours['cpu_vs_stock']:.2f}x",
+                f"{plain['cpu_ms_per_image']:.2f} ms ({plain['cpu_vs_stock']:.2f}x)",
+                f"{100 * row['profile']['fits_share']:.0f} %",
+            ]
+        )
+    header = ["max side", "stock FFCV writer", "ours", "ours / stock", "ours, --no-pass-through", "passed through"]
+    table = markdown_table(header, rows, "rrrrrr")
+    return (
+        f"{table}\n\nCPU seconds per image of the whole conversion (the converter and its writer processes), "
+        f"median of {data['repeats']} runs, {data['workers']} workers, quality {data['quality']}, "
+        f"on {data['images']} {data['source']}."
+    )
+
+
 DEMO_SEEDS = "benchmarks/results/cpu-2core/demo_seeds.json"
 
 
@@ -544,6 +572,12 @@ TABLES = [
             ]
         ),
         "python launch.py && python -m benchmarks.render_docs --record-demo jobs/<job folder>",
+    ),
+    Table(
+        "cpu-convert-throughput",
+        (CONVERT,),
+        convert_throughput,
+        "python benchmarks/convert_throughput.py --source DIR --json " + CONVERT,
     ),
     Table(
         "demo-seeds",

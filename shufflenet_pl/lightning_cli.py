@@ -3,10 +3,11 @@
 Lightning."""
 
 import argparse
+import sys
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, NoReturn, Optional
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -62,8 +63,39 @@ def _input_error(err: BaseException) -> BaseException:
     return found
 
 
+def one_line_parse_error(message: str) -> str:
+    """jsonargparse's many-line message (a Union dump, a YAML error) as one line: the dotted key
+    path of the nested ``Parser key`` lines and the innermost reason."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "') and line.count('"') >= 2]
+    reasons = [
+        line for line in lines if line.startswith(("Expected", "Key ", "No action", "Unrecognized", "unrecognized"))
+    ]
+    if lines and lines[0].startswith("Problems parsing config"):
+        return f"{lines[0].rstrip(':')}: {' '.join(lines[1:])}; fix the YAML file given with --config"
+    if keys:
+        key = ".".join(dict.fromkeys(keys))
+        reason = reasons[0] if reasons else lines[-1]
+        return f"{key}: {reason}; see --help for the accepted keys and types"
+    return " ".join(lines)
+
+
+class _OneLineErrorParser(LightningArgumentParser):
+    """A parse error is one ``error:`` line, exit status 2: no usage dump, no Union listing."""
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:  # type: ignore[override]
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"error: {one_line_parse_error(message)}\n")
+        sys.exit(2)
+
+
 class ShuffleNetCLI(LightningCLI):
     """LightningCLI with the model's class count linked to the data, and ``--weights``."""
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        self.parser_class = _OneLineErrorParser  # every parser, the subcommands' too: one-line errors
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(

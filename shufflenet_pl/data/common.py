@@ -38,7 +38,7 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
     """Split the global batch over the ranks, refusing a split that would change the recipe."""
     if global_batch_size < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {global_batch_size}")
+        raise InputError(f"data.batch_size must be >= 1, got {global_batch_size}; give a positive batch size")
     if global_batch_size % world_size:
         raise InputError(
             f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "

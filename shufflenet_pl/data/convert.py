@@ -162,17 +162,21 @@ def open_rgb(path: str) -> Image.Image:
     ImageFolder datamodule both decode through this, so both see the same pixels. 16-bit images are
     scaled to 8 bits (48-bit RGB PNGs PIL reads as 8-bit RGB already)."""
     with Image.open(path) as image:
-        image.load()  # full decode: truncated data fails here, not later in FFCV's writer
-        upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
-        if upright.mode in _HIGH_BIT_DEPTH_MODES:
-            upright = _to_8_bit(upright)
-        if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
-            # Composite on white rather than dropping alpha (which leaves arbitrary colours).
-            rgba = upright.convert("RGBA")
-            background = Image.new("RGB", rgba.size, (255, 255, 255))
-            background.paste(rgba, mask=rgba.getchannel("A"))
-            return background
-        return upright.convert("RGB")  # a copy even in RGB mode: valid after the file is closed
+        return _upright_rgb(image)
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    image.load()  # full decode: truncated data fails here, not later in FFCV's writer
+    upright = ImageOps.exif_transpose(image)  # a copy (or the image itself without an orientation tag)
+    if upright.mode in _HIGH_BIT_DEPTH_MODES:
+        upright = _to_8_bit(upright)
+    if upright.mode in ("RGBA", "LA") or (upright.mode == "P" and "transparency" in upright.info):
+        # Composite on white rather than dropping alpha (which leaves arbitrary colours).
+        rgba = upright.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return upright.convert("RGB")  # a copy even in RGB mode: valid after the file is closed
 
 
 def load_rgb(path: str) -> np.ndarray:
@@ -244,6 +248,26 @@ class StoredJPEG:
 _COMMON_LUMA_SAMPLING = {(1, 1), (2, 1), (1, 2), (2, 2)}
 
 
+def _storable(image: Image.Image, max_side: int) -> bool:
+    """Whether an opened (not yet decoded) image may be stored as its own bytes (see :func:`stored_jpeg`)."""
+    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > max_side:
+        return False
+    if image.info.get("progressive") or image.info.get("progression"):
+        return False
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: stored sideways
+        return False
+    luma, *chroma = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(0, 0)]
+    return luma in _COMMON_LUMA_SAMPLING and chroma == [(1, 1), (1, 1)]  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
+
+
+def _file_jpeg(path: str, image: Image.Image) -> Optional[StoredJPEG]:
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size < 4 or data[-2] != 0xFF or data[-1] != 0xD9:  # no end-of-image marker: truncated
+        return None
+    width, height = image.size
+    return StoredJPEG(data, height, width)
+
+
 def stored_jpeg(path: str, max_side: int) -> Optional[StoredJPEG]:
     """``path``'s bytes if they can be stored as they are: a complete baseline (non-progressive) JPEG
     with three YCbCr components in a common chroma sampling, upright (no EXIF rotation), whose longer
@@ -252,22 +276,20 @@ def stored_jpeg(path: str, max_side: int) -> Optional[StoredJPEG]:
     parsed."""
     try:
         with Image.open(path) as image:
-            if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > max_side:
-                return None
-            if image.info.get("progressive") or image.info.get("progression"):
-                return None
-            if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: stored sideways
-                return None
-            luma, *chroma = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(0, 0)]
-            if luma not in _COMMON_LUMA_SAMPLING or chroma != [(1, 1), (1, 1)]:  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
-                return None
-            width, height = image.size
-        data = np.fromfile(path, dtype=np.uint8)
+            return _file_jpeg(path, image) if _storable(image, max_side) else None
     except (OSError, ValueError, SyntaxError):
         return None
-    if data.size < 4 or data[-2] != 0xFF or data[-1] != 0xD9:  # no end-of-image marker: truncated
-        return None
-    return StoredJPEG(data, height, width)
+
+
+def read_for_writing(path: str, pass_through_side: Optional[int]) -> "np.ndarray | StoredJPEG":
+    """What the writer stores for ``path``: its own bytes where :func:`stored_jpeg` allows it (with
+    ``pass_through_side``), else its upright RGB pixels; the file is opened once either way."""
+    with Image.open(path) as image:
+        if pass_through_side is not None and _storable(image, pass_through_side):
+            stored = _file_jpeg(path, image)
+            if stored is not None:
+                return stored
+        return np.asarray(_upright_rgb(image), dtype=np.uint8)
 
 
 def _pass_through_field(image_field: Any) -> Any:
@@ -325,19 +347,16 @@ class _Source:
             self._guarded_pid = os.getpid()
         path, label = self.samples[index]
         np.random.seed((self.seed * 1_000_003 + index) % 2**32)
-        if self.pass_through_side is not None:
-            stored = stored_jpeg(path, self.pass_through_side)
-            if stored is not None:
-                if self.passed is not None:
-                    self.passed[index] = 1
-                return stored, label
-        if self.failed is None:
-            return load_rgb(path), label
         try:
-            return load_rgb(path), label
+            image = read_for_writing(path, self.pass_through_side)
         except Exception:  # noqa: BLE001 - any failure to decode is reported per file afterwards
+            if self.failed is None:
+                raise
             self.failed[index] = 1
             return _PLACEHOLDER, label
+        if isinstance(image, StoredJPEG) and self.passed is not None:
+            self.passed[index] = 1
+        return image, label
 
 
 _PLACEHOLDER = np.zeros((8, 8, 3), dtype=np.uint8)

@@ -2,12 +2,12 @@
 
 FFCV's ``Loader.__iter__`` (ffcv 1.0.2, ``ffcv/loader/loader.py``) returns an ``EpochIterator``
 (``ffcv/loader/epoch_iterator.py``): a thread that runs the compiled pipelines into buffers allocated
-when the epoch starts, and a queue that the main thread reads with a blocking ``get()``. Two things
-went wrong with it:
+when the epoch starts, and a queue that the main thread reads with a blocking ``get()``. It has two
+flaws:
 
 1. The thread catches only ``StopIteration``. Any other exception (a failing pipeline op, a corrupt
    sample) ends the thread with a traceback on stderr, and the main thread waits on the queue forever,
-   at 0 % CPU; Lightning's SIGTERM handler only sets a flag, so SIGTERM did not end that wait either.
+   at 0 % CPU; Lightning's SIGTERM handler only sets a flag, so SIGTERM does not end that wait either.
 2. Lightning runs ``validate``/``test``/``predict`` under ``torch.inference_mode``. The epoch's
    buffers are allocated in the main thread, so they are inference tensors; inference mode is
    thread-local, so the loader thread's in-place writes into them (``ToTorchImage``, ``ToDevice``)

@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 import numpy as np
 
+from .common import InputError
+
 __all__ = [
     "ResumableLoader",
     "TrainLoaderStateMixin",
@@ -197,9 +199,9 @@ class TrainLoaderStateMixin:
         datamodule: Any = self
         length = num_batches(len(datamodule.train_order(0)), datamodule.per_device_batch_size, drop_last=True)
         if length == 0:
-            raise ValueError(
+            raise InputError(
                 f"data.batch_size={datamodule.batch_size} is larger than the {num_train_samples} "
-                f"training images ({datamodule.world_size} processes)"
+                f"training images ({datamodule.world_size} processes); give a smaller batch size"
             )
         return self._track_train_loader(ResumableLoader(datamodule._start_train_epoch, length, datamodule._describe))
 

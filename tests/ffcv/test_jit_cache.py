@@ -1,6 +1,6 @@
 """The on-disk cache of the FFCV pipelines' numba code (shufflenet_pl/data/jit_cache.py): its key is
 stable across processes, it lives where the docs say, and a second start of the datamodule's
-pipelines in a fresh process skips the JIT (the one timing assertion of issue 13)."""
+pipelines in a fresh process skips the JIT (its one timing assertion)."""
 
 import subprocess
 from pathlib import Path

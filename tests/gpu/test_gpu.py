@@ -1,6 +1,6 @@
 """CUDA checks: parity with torchvision, the fused shuffle's backward, bf16 + channels_last + compile, and
-a short bf16-mixed fit on real demo images. Marked ``gpu``: CI (no GPU) deselects them; they were run
-on an H200 through the project's device tool (see README, "Speed")."""
+a short bf16-mixed fit on real demo images. Marked ``gpu``: CI (no GPU) deselects them;
+``benchmarks/gpu_check.sh`` runs them where a GPU is available."""
 
 import math
 

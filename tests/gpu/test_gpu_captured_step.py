@@ -1,4 +1,4 @@
-"""The captured training step on CUDA (issue 14): ``compile_mode=reduce-overhead`` replays CUDA graphs
+"""The captured training step on CUDA: ``compile_mode=reduce-overhead`` replays CUDA graphs
 inside a real ``Trainer.fit``, trains, matches the eager step, and keeps one graph per training
 resolution. Marked ``gpu``: run by ``benchmarks/gpu_check.sh`` where a GPU is available."""
 

@@ -446,3 +446,31 @@ def test_kill_9_of_convert_leaves_no_writer_and_the_next_run_removes_its_tempora
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"removed {temporary}, left by a converter that was killed" in again.stderr
     assert sorted(p.name for p in out.iterdir()) == ["train.beton", "train.beton.json"]
+
+
+# --- config values: one line from the parser or the batch checks ----------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "yaml_text, extra, expected",
+    [
+        (None, ["--data.init_args.batch_size", "abc"], ["data.batch_size", "Expected a <class 'int'>"]),
+        (None, ["--data.init_args.batch_size", "0"], ["data.batch_size must be >= 1, got 0"]),
+        (None, ["--data.init_args.batch_size", "-4"], ["data.batch_size must be >= 1, got -4"]),
+        (None, ["--data.init_args.batch_size", "100"], ["data.batch_size=100 is larger than the 6 training"]),
+        ("data:\n  init_args:\n    batch_size: [4\n", [], ["Problems parsing config", "--config"]),
+    ],
+    ids=["batch-abc", "batch-0", "batch-neg", "batch-too-large", "yaml-syntax"],
+)
+def test_bad_config_value_is_one_line(
+    tmp_path: Path, cli_env: dict, yaml_text: "str | None", extra: list, expected: list
+) -> None:
+    root = _tree(tmp_path / "images")
+    configs = ["--config", DEMO]
+    if yaml_text is not None:
+        (tmp_path / "bad.yaml").write_text(yaml_text)
+        configs += ["--config", str(tmp_path / "bad.yaml")]
+    runs = tmp_path / "runs"
+    args = ["fit", *configs, *_folder_args(root), "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(runs)]
+    result = run_cli([*args, *extra], cwd=tmp_path, env=cli_env)
+    _one_line_error(result, *expected)
+    assert not (runs / "checkpoints").exists()

@@ -1,4 +1,4 @@
-"""The model's speed work (issue 6): the merged Concat + Shuffle + Split and its dense-gradient backward
+"""The model's speed work: the merged Concat + Shuffle + Split and its dense-gradient backward
 must change nothing but speed. Bit-identical to torchvision in training (outputs, every gradient,
 BatchNorm statistics) in NCHW and channels_last, float32 and bfloat16; the fast path is really taken;
 hooks and compilers get units called one by one."""
