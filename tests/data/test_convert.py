@@ -130,6 +130,41 @@ def test_convert_skip_stop_reuse_and_read_back(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "train.beton.json").read_text())["settings"]["max_side"] == 32
 
 
+@pytest.mark.slow
+def test_full_disk_ends_the_conversion_with_one_line(tmp_path: Path) -> None:
+    """On a real 3 MiB tmpfs: the writer processes' full disk reaches the parent as the one-line
+    error, promptly (FFCV's own parent waits forever for a writer that died), with no temporary file
+    and no writer process left."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    import multiprocessing
+    import subprocess
+    import time
+
+    from shufflenet_pl.files import NoSpaceError
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs failed: {done.stderr.decode().strip()}")
+    try:
+        split = tmp_path / "src" / "train"
+        rng = np.random.default_rng(0)
+        for i in range(40):  # 40 x 120 KiB of raw pixels: more than the disk holds
+            (split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(split / f"c{i % 2}" / f"{i}.png")
+        start = time.monotonic()
+        with pytest.raises(NoSpaceError) as error:
+            convert_split(split, disk / "train.beton", write_mode="raw", num_workers=2, progress=False)
+        assert time.monotonic() - start < 120
+        assert error.value.strerror == f"no space left on {disk} writing {disk / 'train.beton'}; nothing was written"
+        assert list(disk.iterdir()) == []
+        assert multiprocessing.active_children() == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
 def _stored_entries(beton: Path) -> list:
     """``(mode, bytes)`` of every image entry of a ``.beton``, in file order, through FFCV's reader."""
     from ffcv.reader import Reader
