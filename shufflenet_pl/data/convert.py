@@ -1,17 +1,18 @@
 """``shufflenet-pl convert``: an ImageFolder tree (ILSVRC layout) -> ``train.beton`` / ``val.beton``.
 
-Every file is decoded once first (in parallel) so that FFCV's writer never meets an unreadable one
-(its workers would die and its progress loop wait forever): CMYK, grayscale, palette and RGBA
-JPEGs, and PNGs named ``.JPEG``, are converted to RGB; truncated or non-image files are either
-skipped and listed (``--on-error skip``) or stop the run with the full list (``--on-error stop``,
-the default). JPEG EXIF orientation is applied (as the ImageFolder datamodule does, through the
-same :func:`open_rgb`). A class folder without images is refused, naming it. The ``.beton`` is
-written under a temporary name and renamed when complete, next to a sidecar ``<name>.beton.json``
-(classes, settings, source fingerprint, byte count, skipped files) that makes a re-run with the same
-inputs and settings a no-op, tells the datamodule the class names, and lets it recognise a truncated
-copy (:func:`check_beton_complete`). The writer's worker processes die with the converter (a
-``kill -9`` leaves no orphan writing on), and temporaries of a converter that died are removed by
-the next run.
+Every file is decoded once, in FFCV's writer processes: CMYK, grayscale, palette and RGBA JPEGs, and
+PNGs named ``.JPEG``, are converted to RGB; a truncated or non-image file is marked and written as a
+placeholder (FFCV's workers would otherwise die and its progress loop wait forever), and then either
+left out and listed (``--on-error skip``: the good images are written again without it) or stops the
+run with the full list and no output (``--on-error stop``, the default). JPEGs that fit ``--max-
+side`` are stored as their own bytes (pass-through). JPEG EXIF orientation is applied (as the
+ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A class folder without
+images is refused, naming it. The ``.beton`` is written under a temporary name and renamed when
+complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, byte
+count, skipped files) that makes a re-run with the same inputs and settings a no-op, tells the
+datamodule the class names, and lets it recognise a truncated copy (:func:`check_beton_complete`).
+The writer's worker processes die with the converter (a ``kill -9`` leaves no orphan writing on),
+and temporaries of a converter that died are removed by the next run.
 """
 
 import argparse
@@ -254,7 +255,7 @@ def _storable(image: Image.Image, max_side: int) -> bool:
         return False
     if image.info.get("progressive") or image.info.get("progression"):
         return False
-    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: stored sideways
+    if not _upright_without_rotation(image):  # EXIF orientation: stored sideways
         return False
     luma, *chroma = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(0, 0)]
     return luma in _COMMON_LUMA_SAMPLING and chroma == [(1, 1), (1, 1)]  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
@@ -281,15 +282,39 @@ def stored_jpeg(path: str, max_side: int) -> Optional[StoredJPEG]:
         return None
 
 
+def _upright_without_rotation(image: Image.Image) -> bool:
+    return "exif" not in image.info or image.getexif().get(0x0112, 1) == 1
+
+
+def _decode_jpeg(path: str, image: Image.Image) -> Optional[np.ndarray]:
+    """The RGB pixels of an opened (header only) upright three-component JPEG, decoded by OpenCV's
+    libjpeg-turbo: the same pixels as PIL's decode at about half its cost. ``None`` for anything else,
+    and for a file without its end-of-image marker (OpenCV fills a truncated image in where PIL
+    refuses it), which PIL then decodes or rejects as before."""
+    if image.format != "JPEG" or image.mode != "RGB" or not _upright_without_rotation(image):
+        return None
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size < 4 or data[-2] != 0xFF or data[-1] != 0xD9:
+        return None
+    pixels = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None or pixels.shape[:2] != image.size[::-1]:
+        return None
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
 def read_for_writing(path: str, pass_through_side: Optional[int]) -> "np.ndarray | StoredJPEG":
     """What the writer stores for ``path``: its own bytes where :func:`stored_jpeg` allows it (with
-    ``pass_through_side``), else its upright RGB pixels; the file is opened once either way."""
+    ``pass_through_side``), else its upright RGB pixels (the pixels :func:`open_rgb` gives); the file
+    is opened once either way."""
     with Image.open(path) as image:
         if pass_through_side is not None and _storable(image, pass_through_side):
             stored = _file_jpeg(path, image)
             if stored is not None:
                 return stored
-        return np.asarray(_upright_rgb(image), dtype=np.uint8)
+        pixels = _decode_jpeg(path, image)
+        return pixels if pixels is not None else np.asarray(_upright_rgb(image), dtype=np.uint8)
 
 
 def _pass_through_field(image_field: Any) -> Any:

@@ -16,7 +16,7 @@ from conftest import run_cli
 
 pytest.importorskip("ffcv", reason="ffcv is installed by setup.sh")
 
-from shufflenet_pl.data.convert import UnreadableImagesError, convert_split, load_rgb  # noqa: E402
+from shufflenet_pl.data.convert import UnreadableImagesError, convert_split, load_rgb, read_for_writing  # noqa: E402
 
 
 def _odd_imagefolder(root: Path) -> Dict[str, np.ndarray]:
@@ -71,6 +71,25 @@ def test_load_rgb_converts_the_odd_modes(tmp_path: Path) -> None:
     alpha = rgba[..., 3:4].astype(float) / 255
     composite = np.round(rgba[..., :3] * alpha + 255 * (1 - alpha))
     assert np.abs(expected["b_cls/rgba.png"].astype(float) - composite).max() <= 1
+
+
+def test_images_to_re_encode_decode_to_the_pixels_open_rgb_gives(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    for name, kwargs in {"baseline": {}, "progressive": {"progressive": True}, "444": {"subsampling": 0}}.items():
+        Image.fromarray(pixels).save(tmp_path / f"{name}.jpg", quality=85, **kwargs)
+    sideways = Image.fromarray(pixels).getexif()
+    sideways[0x0112] = 6  # stored rotated: shown 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "sideways.jpg", exif=sideways)
+    _odd_imagefolder(tmp_path / "odd")
+    files = sorted(tmp_path.glob("*.jpg")) + sorted((tmp_path / "odd").rglob("*.*"))
+    for path in files:
+        stored = read_for_writing(str(path), pass_through_side=None)
+        assert np.array_equal(stored, load_rgb(str(path))), path.name
+    assert read_for_writing(str(tmp_path / "sideways.jpg"), None).shape == (60, 40, 3)
+    _truncate(tmp_path / "truncated.jpg")
+    with pytest.raises(OSError):
+        read_for_writing(str(tmp_path / "truncated.jpg"), pass_through_side=None)
 
 
 @pytest.mark.slow
