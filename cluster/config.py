@@ -153,16 +153,13 @@ def check_batch(config: Dict[str, Any], resources: Resources) -> None:
     batch = init.get("batch_size")
     if not isinstance(batch, int) or isinstance(batch, bool):
         return
+    from shufflenet_pl.data.common import per_device_batch_size
+
     processes = resources.processes
-    if batch % processes:
-        raise LaunchError(
-            f"data.batch_size={batch} (global) does not divide over {processes} processes "
-            f"({resources.nodes} node(s) x {resources.gpus}); use a multiple of {processes}, "
-            f"e.g. {max(1, batch // processes) * processes}"
-        )
-    if batch // processes < SMALL_PER_PROCESS_BATCH:
+    per_process = per_device_batch_size(batch, processes, resources.nodes)  # InputError: main() prints it
+    if per_process < SMALL_PER_PROCESS_BATCH:
         say(
-            f"warning: data.batch_size={batch} (global) over {processes} processes is {batch // processes} "
+            f"warning: data.batch_size={batch} (global) over {processes} processes is {per_process} "
             f"image(s) per process: BatchNorm statistics over so few images are noise; use "
             f"--data.init_args.batch_size {SMALL_PER_PROCESS_BATCH * processes} or more (or fewer processes)"
         )

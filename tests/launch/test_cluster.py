@@ -375,9 +375,28 @@ def test_batch_that_does_not_divide_is_refused_before_spawning(tmp_path: Path) -
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == (
         "launch.py: error: data.batch_size=16 (global) does not divide over 3 processes "
-        "(1 node(s) x 3); use a multiple of 3, e.g. 15"
+        "(1 node(s) x 3 device(s)); use a multiple of 3, e.g. 15"
     )
     assert not (tmp_path / "jobs").exists()
+
+
+def test_one_batch_check_serves_the_datamodules_the_cli_and_the_launcher() -> None:
+    from shufflenet_pl.data.common import InputError, per_device_batch_size
+
+    from cluster.config import check_batch
+
+    assert per_device_batch_size(96, 32, 4) == 3
+    with pytest.raises(InputError) as plain:
+        per_device_batch_size(100, 8)
+    assert (
+        str(plain.value)
+        == "data.batch_size=100 (global) does not divide over 8 processes; use a multiple of 8, e.g. 96"
+    )
+    with pytest.raises(InputError, match=r"over 8 processes \(2 node\(s\) x 4 device\(s\)\); use a multiple of 8"):
+        per_device_batch_size(100, 8, 2)
+    with pytest.raises(InputError, match=r"over 8 processes \(2 node\(s\) x 4 device\(s\)\)"):
+        check_batch({"data": {"init_args": {"batch_size": 100}}}, Resources(nodes=2, gpus=4))
+    check_batch({"data": {"init_args": {"batch_size": 64}}}, Resources(nodes=2, gpus=4))
 
 
 @pytest.mark.parametrize(
