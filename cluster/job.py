@@ -94,7 +94,7 @@ class TrainingJob:
                 f"{self.checkpoint_path.parent} is in use by a running trainer: pid {holder.get('pid')} on "
                 f"{holder.get('host')} (since {holder.get('started')}); this copy of the job does not start"
             )
-        resume = self._resume_checkpoint(remove_discarded=env.global_rank == 0)
+        resume = self.resume_checkpoint(remove_discarded=env.global_rank == 0)
         host = os.environ.get("SLURMD_NODENAME", socket.gethostname())
         restart = f", restart {os.environ['SLURM_RESTART_COUNT']}" if "SLURM_RESTART_COUNT" in os.environ else ""
         print(
@@ -221,7 +221,7 @@ class TrainingJob:
         except OSError:  # a full disk: the peers requeue, and the requeued job meets the same error
             pass
 
-    def _resume_checkpoint(self, remove_discarded: bool = True) -> Optional[Path]:
+    def resume_checkpoint(self, remove_discarded: bool = True) -> Optional[Path]:
         """``last.ckpt`` if it verifies, else the newest good checkpoint of the folder (each bad one
         named in a line; the discarded timeline removed when ``remove_discarded``); ``None`` when the
         folder has none.

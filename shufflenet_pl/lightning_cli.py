@@ -201,10 +201,9 @@ class ShuffleNetCLI(LightningCLI):
         batch_size = getattr(self.datamodule, "batch_size", None)
         if isinstance(batch_size, int):
             try:
-                per_device_batch_size(batch_size, self.trainer.world_size)
+                per_device_batch_size(batch_size, self.trainer.world_size, max(1, self.trainer.num_nodes))
             except InputError as err:
-                nodes, devices = self.trainer.num_nodes, self.trainer.world_size // max(1, self.trainer.num_nodes)
-                self.parser.exit(2, f"error: {err} ({nodes} node(s) x {devices} device(s))\n")
+                self.parser.exit(2, f"error: {err}\n")
 
     def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
         super()._add_subcommands(parser, **kwargs)

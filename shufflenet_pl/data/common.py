@@ -6,7 +6,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -35,14 +35,27 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-def per_device_batch_size(global_batch_size: int, world_size: int) -> int:
-    """Split the global batch over the ranks, refusing a split that would change the recipe."""
+def per_device_batch_size(global_batch_size: int, world_size: int, num_nodes: Optional[int] = None) -> int:
+    """Split the global batch over the ranks, refusing a split that would change the recipe.
+
+    The one check of the split: the datamodules (in every rank), the CLI (before DDP starts the other
+    processes) and the launcher (before anything is submitted) all call it.
+
+    Args:
+        global_batch_size: ``data.batch_size``, the batch of the whole job.
+        world_size: processes of the job.
+        num_nodes: when given, the refusal also says how the processes are laid out over nodes.
+
+    Raises:
+        InputError: the batch is below 1 or does not divide over ``world_size``.
+    """
     if global_batch_size < 1:
         raise InputError(f"data.batch_size must be >= 1, got {global_batch_size}; give a positive batch size")
     if global_batch_size % world_size:
+        layout = f" ({num_nodes} node(s) x {world_size // num_nodes} device(s))" if num_nodes else ""
         raise InputError(
-            f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes; "
-            f"use a multiple of {world_size}"
+            f"data.batch_size={global_batch_size} (global) does not divide over {world_size} processes{layout}; "
+            f"use a multiple of {world_size}, e.g. {max(1, global_batch_size // world_size) * world_size}"
         )
     return global_batch_size // world_size
 

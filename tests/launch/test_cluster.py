@@ -14,15 +14,9 @@ from conftest import REPO
 
 from cluster.job import TrainingJob
 from cluster.resources import Resources, _gpus_of, list_presets, load_preset, parse_time
-from cluster.submission import (
-    DEFAULT_SEED,
-    LaunchError,
-    apply_job_settings,
-    parse_args,
-    parse_sweeps,
-    _label,
-    _sweep_args,
-)
+from cluster.args import label, parse_args, parse_sweeps, sweep_args
+from cluster.config import DEFAULT_SEED, apply_job_settings
+from cluster.errors import LaunchError
 
 
 @pytest.mark.parametrize(
@@ -99,12 +93,16 @@ def test_slurm_parameters_ask_for_one_task_per_gpu() -> None:
 
 
 def test_submitit_renders_the_sbatch_script() -> None:
-    """The parameters are valid for submitit's sbatch writer (it checks them on update)."""
+    """The parameters are valid for submitit's sbatch writer (it checks them on update), and the dry
+    run's adapter over submitit's private script writer still gives the script submitit submits."""
     import submitit
+
+    from cluster.sbatch_script import sbatch_script
 
     executor = submitit.SlurmExecutor(folder="/tmp/x/logs")
     executor.update_parameters(**Resources(nodes=4, gpus=8, gpu_type="a100", signal_delay=90).slurm_parameters(60))
-    script = executor._make_submission_file_text("python -m x", "uid")
+    script = sbatch_script(executor)
+    assert script.startswith("#!/bin/bash") and "-m submitit.core._submit /tmp/x/logs" in script
     for line in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=a100:8", "--signal=USR2@90", "--time=60"):
         assert line in script, line
 
@@ -169,8 +167,8 @@ def test_trainer_size_flags_are_refused(flag: str) -> None:
 def test_sweep_grid() -> None:
     grid = parse_sweeps(["model.lr=0.1,0.2", "config=configs/model/x0_5.yaml,configs/model/x1_0.yaml"])
     assert len(grid) == 4
-    assert _sweep_args(grid[1]) == ["--model.lr", "0.1", "--config", "configs/model/x1_0.yaml"]
-    assert _label(grid[1]) == "lr=0.1-x1_0"
+    assert sweep_args(grid[1]) == ["--model.lr", "0.1", "--config", "configs/model/x1_0.yaml"]
+    assert label(grid[1]) == "lr=0.1-x1_0"
     assert parse_sweeps([]) == [[]]
     with pytest.raises(LaunchError, match="KEY=V1,V2"):
         parse_sweeps(["model.lr"])
@@ -223,13 +221,13 @@ def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None
 def test_resume_skips_a_torn_last_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "checkpoints").mkdir()
     job = TrainingJob(str(tmp_path), "abc", "local")
-    assert job._resume_checkpoint() is None
+    assert job.resume_checkpoint() is None
     torch.save({"x": 1}, tmp_path / "checkpoints" / "best-epoch=001.ckpt")
     data = (tmp_path / "checkpoints" / "best-epoch=001.ckpt").read_bytes()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])  # killed mid-write
-    assert job._resume_checkpoint() == tmp_path / "checkpoints" / "best-epoch=001.ckpt"
+    assert job.resume_checkpoint() == tmp_path / "checkpoints" / "best-epoch=001.ckpt"
     torch.save({"x": 2}, tmp_path / "checkpoints" / "last.ckpt")
-    assert job._resume_checkpoint() == tmp_path / "checkpoints" / "last.ckpt"
+    assert job.resume_checkpoint() == tmp_path / "checkpoints" / "last.ckpt"
 
 
 def test_launcher_names_a_missing_config(tmp_path: Path) -> None:
@@ -377,9 +375,28 @@ def test_batch_that_does_not_divide_is_refused_before_spawning(tmp_path: Path) -
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip() == (
         "launch.py: error: data.batch_size=16 (global) does not divide over 3 processes "
-        "(1 node(s) x 3); use a multiple of 3, e.g. 15"
+        "(1 node(s) x 3 device(s)); use a multiple of 3, e.g. 15"
     )
     assert not (tmp_path / "jobs").exists()
+
+
+def test_one_batch_check_serves_the_datamodules_the_cli_and_the_launcher() -> None:
+    from shufflenet_pl.data.common import InputError, per_device_batch_size
+
+    from cluster.config import check_batch
+
+    assert per_device_batch_size(96, 32, 4) == 3
+    with pytest.raises(InputError) as plain:
+        per_device_batch_size(100, 8)
+    assert (
+        str(plain.value)
+        == "data.batch_size=100 (global) does not divide over 8 processes; use a multiple of 8, e.g. 96"
+    )
+    with pytest.raises(InputError, match=r"over 8 processes \(2 node\(s\) x 4 device\(s\)\); use a multiple of 8"):
+        per_device_batch_size(100, 8, 2)
+    with pytest.raises(InputError, match=r"over 8 processes \(2 node\(s\) x 4 device\(s\)\)"):
+        check_batch({"data": {"init_args": {"batch_size": 100}}}, Resources(nodes=2, gpus=4))
+    check_batch({"data": {"init_args": {"batch_size": 64}}}, Resources(nodes=2, gpus=4))
 
 
 @pytest.mark.parametrize(
@@ -416,7 +433,7 @@ def test_dry_run_of_several_nodes_needs_no_slurm(tmp_path: Path) -> None:
 
 
 def test_cpus_per_task_defaults_to_the_nodes_share() -> None:
-    from cluster.submission import choose_cpus_per_task
+    from cluster.submit import choose_cpus_per_task
 
     assert choose_cpus_per_task(Resources(gpus=8), 96).cpus_per_task == 12
     assert choose_cpus_per_task(Resources(gpus=8, cpus_per_task=4), 96).cpus_per_task == 4
@@ -471,7 +488,7 @@ def test_failure_report_names_the_killed_rank_first(tmp_path: Path) -> None:
 
     from submitit.core.utils import cloudpickle_dump
 
-    from cluster.submission import _raise_if_failed
+    from cluster.follow import raise_if_failed
 
     def paths(rank: int) -> SimpleNamespace:
         return SimpleNamespace(
@@ -487,7 +504,7 @@ def test_failure_report_names_the_killed_rank_first(tmp_path: Path) -> None:
     cloudpickle_dump(("error", "Traceback...\nRuntimeError: Connection reset by peer"), paths(0).result_pickle)
     job = SimpleNamespace(job_id="7", num_tasks=2, paths=paths(0), task=lambda rank: SimpleNamespace(paths=paths(rank)))
     with pytest.raises(LaunchError) as failure:
-        _raise_if_failed(job)
+        raise_if_failed(job)
     assert str(failure.value).startswith("job 7 failed; rank 1: killed by SIGKILL on node2\n")
     assert "failing ranks: 1, 0;" in str(failure.value)
 

@@ -87,7 +87,7 @@ def two_jobs(unseeded_config: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_jobs_without_a_seed_get_the_default_and_the_same_weights(two_jobs) -> None:
-    from cluster.submission import DEFAULT_SEED
+    from cluster.config import DEFAULT_SEED
 
     for folder, output in two_jobs:
         config = yaml.safe_load((folder / "config.yaml").read_text())
