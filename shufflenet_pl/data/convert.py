@@ -4,8 +4,8 @@ Every file is decoded once, in FFCV's writer processes: CMYK, grayscale, palette
 PNGs named ``.JPEG``, are converted to RGB; a truncated or non-image file is marked and written as a
 placeholder (FFCV's workers would otherwise die and its progress loop wait forever), and then either
 left out and listed (``--on-error skip``: the good images are written again without it) or stops the
-run with the full list and no output (``--on-error stop``, the default). JPEGs that fit ``--max-
-side`` are stored as their own bytes (pass-through). JPEG EXIF orientation is applied (as the
+run with the full list and no output (``--on-error stop``, the default). JPEGs that fit
+``--max-side`` are stored as their own bytes (pass-through). JPEG EXIF orientation is applied (as the
 ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A class folder without
 images is refused, naming it. The ``.beton`` is written under a temporary name and renamed when
 complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, byte
