@@ -10,7 +10,8 @@ Ours is ``convert_split`` with the same settings, with pass-through (the default
 run is a fresh process, timed inside it around the conversion alone (imports excluded) by the CPU seconds of the
 process and its writer processes (user + system) and by wall time; runs of all rows alternate,
 ``--repeats`` rounds, medians reported. The profile times one process on a sample of the images: the
-header check that decides pass-through, the full decode, the resize and the JPEG encode.
+header check that decides pass-through, our full decode and the stock writer's, the resize and the JPEG
+encode.
 """
 
 import argparse
@@ -86,25 +87,32 @@ def _count_images(split: Path) -> int:
 
 
 def profile(split: Path, side: int, quality: int, sample: int = 200) -> Dict[str, float]:
-    """Milliseconds per image, one process: the pass-through header check, decode, resize, encode."""
+    """Milliseconds per image, one process: the pass-through header check, our decode, the stock
+    writer's decode (PIL, as torchvision's ImageFolder loads), resize, encode."""
     from ffcv.fields.rgb_image import encode_jpeg, resizer
 
-    from shufflenet_pl.data.convert import load_rgb, stored_jpeg
+    from shufflenet_pl.data.convert import PassThrough, read_for_writing, stored_jpeg
 
     paths = sorted(str(p) for p in split.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:sample]
-    times = {"header_check": 0.0, "decode": 0.0, "resize": 0.0, "encode": 0.0}
+    import numpy as np
+    from PIL import Image
+
+    times = {"header_check": 0.0, "decode": 0.0, "resize": 0.0, "encode": 0.0, "stock_decode": 0.0}
     fits = 0
     for path in paths:
         t0 = time.perf_counter()
-        fits += stored_jpeg(path, side) is not None
+        fits += stored_jpeg(path, PassThrough(side, quality)) is not None
         t1 = time.perf_counter()
-        image = load_rgb(path)
+        image = read_for_writing(path, None)
         t2 = time.perf_counter()
         image = resizer(image, side)
         t3 = time.perf_counter()
         encode_jpeg(image, quality)
         t4 = time.perf_counter()
-        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        with Image.open(path) as stock:
+            np.asarray(stock.convert("RGB"))
+        t5 = time.perf_counter()
+        for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             times[key] += seconds
     result = {f"{key}_ms": 1000 * value / len(paths) for key, value in times.items()}
     result["fits_share"] = fits / len(paths)

@@ -5,8 +5,8 @@ PNGs named ``.JPEG``, are converted to RGB; a truncated or non-image file is mar
 placeholder (FFCV's workers would otherwise die and its progress loop wait forever), and then either
 left out and listed (``--on-error skip``: the good images are written again without it) or stops the
 run with the full list and no output (``--on-error stop``, the default). JPEGs that fit
-``--max-side`` are stored as their own bytes (pass-through). JPEG EXIF orientation is applied (as the
-ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A class folder without
+``--max-side`` and ``--quality`` are stored as their own bytes (pass-through). JPEG EXIF orientation
+is applied (as the ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A class folder without
 images is refused, naming it. The ``.beton`` is written under a temporary name and renamed when
 complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, byte
 count, skipped files) that makes a re-run with the same inputs and settings a no-op, tells the
@@ -248,17 +248,114 @@ class StoredJPEG:
 
 _COMMON_LUMA_SAMPLING = {(1, 1), (2, 1), (1, 2), (2, 2)}
 
+# The IJG quantization tables (JPEG Annex K) that libjpeg scales by quality: luminance, chrominance.
+_IJG_BASE = (
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    [17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66] + [99] * 38,
+)
 
-def _storable(image: Image.Image, max_side: int) -> bool:
+
+def _ijg_table(quality: int, table: int) -> List[int]:
+    """libjpeg's ``jpeg_set_quality`` table (as OpenCV's encoder writes it) at ``quality``."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [min(255, max(1, (value * scale + 50) // 100)) for value in _IJG_BASE[table]]
+
+
+def _not_finer_than(image: Image.Image, quality: int) -> bool:
+    """Whether a JPEG's quantization is at least as coarse, table by table (summed), as a re-encode at
+    ``quality`` would be: its bytes are then no more costly to decode than the re-encoded ones."""
+    tables = getattr(image, "quantization", None) or {}
+    if len(tables) < 2:
+        return False
+    luma, chroma = tables[0], tables[1]
+    return sum(luma) >= sum(_ijg_table(quality, 0)) and sum(chroma) >= sum(_ijg_table(quality, 1))
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """Which JPEGs are stored as their own bytes: those that fit ``max_side`` and are not finer than
+    ``quality`` (the quality others are re-encoded at)."""
+
+    max_side: int
+    quality: int
+
+
+def _storable(image: Image.Image, rule: PassThrough) -> bool:
     """Whether an opened (not yet decoded) image may be stored as its own bytes (see :func:`stored_jpeg`)."""
-    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > max_side:
+    if image.format != "JPEG" or image.mode != "RGB" or max(image.size) > rule.max_side:
         return False
     if image.info.get("progressive") or image.info.get("progression"):
         return False
     if not _upright_without_rotation(image):  # EXIF orientation: stored sideways
         return False
     luma, *chroma = [(h, v) for _, h, v, _ in getattr(image, "layer", [])] or [(0, 0)]
-    return luma in _COMMON_LUMA_SAMPLING and chroma == [(1, 1), (1, 1)]  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
+    sampling = luma in _COMMON_LUMA_SAMPLING and chroma == [(1, 1), (1, 1)]  # 4:4:4, 4:2:2, 4:4:0, 4:2:0
+    return sampling and _not_finer_than(image, rule.quality)
 
 
 def _file_jpeg(path: str, image: Image.Image) -> Optional[StoredJPEG]:
@@ -269,15 +366,16 @@ def _file_jpeg(path: str, image: Image.Image) -> Optional[StoredJPEG]:
     return StoredJPEG(data, height, width)
 
 
-def stored_jpeg(path: str, max_side: int) -> Optional[StoredJPEG]:
+def stored_jpeg(path: str, rule: PassThrough) -> Optional[StoredJPEG]:
     """``path``'s bytes if they can be stored as they are: a complete baseline (non-progressive) JPEG
     with three YCbCr components in a common chroma sampling, upright (no EXIF rotation), whose longer
-    side is at most ``max_side``. Every other file (CMYK, grayscale, progressive, too large, a PNG
-    named .jpg, a truncated file) returns ``None`` and is decoded and re-encoded. Only the header is
-    parsed."""
+    side is at most ``rule.max_side`` and whose quantization is not finer than ``rule.quality`` (a
+    finer one decodes more slowly than its re-encode would). Every other file (CMYK, grayscale,
+    progressive, too large, a PNG named .jpg, a truncated file) returns ``None`` and is decoded and
+    re-encoded. Only the header is parsed."""
     try:
         with Image.open(path) as image:
-            return _file_jpeg(path, image) if _storable(image, max_side) else None
+            return _file_jpeg(path, image) if _storable(image, rule) else None
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -304,12 +402,12 @@ def _decode_jpeg(path: str, image: Image.Image) -> Optional[np.ndarray]:
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
 
 
-def read_for_writing(path: str, pass_through_side: Optional[int]) -> "np.ndarray | StoredJPEG":
+def read_for_writing(path: str, pass_through: Optional[PassThrough]) -> "np.ndarray | StoredJPEG":
     """What the writer stores for ``path``: its own bytes where :func:`stored_jpeg` allows it (with
-    ``pass_through_side``), else its upright RGB pixels (the pixels :func:`open_rgb` gives); the file
+    ``pass_through``), else its upright RGB pixels (the pixels :func:`open_rgb` gives); the file
     is opened once either way."""
     with Image.open(path) as image:
-        if pass_through_side is not None and _storable(image, pass_through_side):
+        if pass_through is not None and _storable(image, pass_through):
             stored = _file_jpeg(path, image)
             if stored is not None:
                 return stored
@@ -350,13 +448,13 @@ class _Source:
         samples: Sequence[Tuple[str, int]],
         seed: int,
         failed: Optional[Any] = None,
-        pass_through_side: Optional[int] = None,
+        pass_through: Optional[PassThrough] = None,
         passed: Optional[Any] = None,
     ) -> None:
         self.samples = list(samples)
         self.seed = seed
         self.failed = failed
-        self.pass_through_side = pass_through_side
+        self.pass_through = pass_through
         self.passed = passed
         self.parent_pid = os.getpid()
         self._guarded_pid: Optional[int] = None
@@ -373,7 +471,7 @@ class _Source:
         path, label = self.samples[index]
         np.random.seed((self.seed * 1_000_003 + index) % 2**32)
         try:
-            image = read_for_writing(path, self.pass_through_side)
+            image = read_for_writing(path, self.pass_through)
         except Exception:  # noqa: BLE001 - any failure to decode is reported per file afterwards
             if self.failed is None:
                 raise
@@ -582,7 +680,8 @@ def convert_split(
         force: rewrite even when an up-to-date output exists.
         progress: show progress bars.
         pass_through: with ``write_mode="jpg"``, store JPEGs that already fit ``max_side`` (complete,
-            baseline, YCbCr, upright) as their own bytes instead of decoding and re-encoding them.
+            baseline, YCbCr, upright, quantized no finer than ``jpeg_quality``) as their own bytes
+            instead of decoding and re-encoding them.
     """
     split_dir, beton = Path(split_dir), Path(beton)
     if write_mode not in ("jpg", "raw", "proportion"):
@@ -642,8 +741,8 @@ def convert_split(
         jpeg_quality=jpeg_quality,
         compress_probability=compress_probability,
     )
-    pass_through_side = (max_side or 2**31) if settings["pass_through"] else None
-    if pass_through_side is not None:
+    pass_through = PassThrough(max_side or 2**31, jpeg_quality) if settings["pass_through"] else None
+    if pass_through is not None:
         image_field = _pass_through_field(image_field)
     fields = {"image": image_field, "label": IntField()}
     passed_through = 0
@@ -654,7 +753,7 @@ def convert_split(
         passed = multiprocessing.RawArray("b", len(chosen))
         with _ffcv_writer(display, beton):
             DatasetWriter(str(tmp), fields, num_workers=max(1, num_workers)).from_indexed_dataset(
-                _Source(chosen, seed, failed, pass_through_side, passed), chunksize=64
+                _Source(chosen, seed, failed, pass_through, passed), chunksize=64
             )
         display.close()
         passed_through = sum(passed)
@@ -773,7 +872,8 @@ def convert_main(argv: Optional[List[str]] = None) -> None:
         "--no-pass-through",
         action="store_true",
         help="decode and re-encode every image; by default a JPEG that already fits --max-side (complete, "
-        "baseline, YCbCr, upright) is stored as its own bytes: no decode, no re-encode, no loss",
+        "baseline, YCbCr, upright, not finer than --quality) is stored as its own bytes: no decode, no "
+        "re-encode, no loss",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

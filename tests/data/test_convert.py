@@ -84,12 +84,12 @@ def test_images_to_re_encode_decode_to_the_pixels_open_rgb_gives(tmp_path: Path)
     _odd_imagefolder(tmp_path / "odd")
     files = sorted(tmp_path.glob("*.jpg")) + sorted((tmp_path / "odd").rglob("*.*"))
     for path in files:
-        stored = read_for_writing(str(path), pass_through_side=None)
+        stored = read_for_writing(str(path), pass_through=None)
         assert np.array_equal(stored, load_rgb(str(path))), path.name
     assert read_for_writing(str(tmp_path / "sideways.jpg"), None).shape == (60, 40, 3)
     _truncate(tmp_path / "truncated.jpg")
     with pytest.raises(OSError):
-        read_for_writing(str(tmp_path / "truncated.jpg"), pass_through_side=None)
+        read_for_writing(str(tmp_path / "truncated.jpg"), pass_through=None)
 
 
 @pytest.mark.slow
@@ -205,6 +205,7 @@ def test_jpegs_that_fit_are_stored_as_their_own_bytes(tmp_path: Path) -> None:
     (split / "a").mkdir(parents=True)
     (split / "b").mkdir(parents=True)
     Image.fromarray(pixels).save(split / "a" / "fits.jpg", quality=87)
+    Image.fromarray(pixels).save(split / "a" / "finer.jpg", quality=95)  # finer than --quality 90
     Image.fromarray(pixels).save(split / "a" / "progressive.jpg", quality=87, progressive=True)
     Image.fromarray(rng.integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(split / "b" / "too_large.jpg")
     Image.fromarray(pixels[..., 0]).save(split / "b" / "gray.jpg")
@@ -217,7 +218,7 @@ def test_jpegs_that_fit_are_stored_as_their_own_bytes(tmp_path: Path) -> None:
     assert result.passed_through == info["passed_through"] == 1
     entries = dict(zip(info["files"], _stored_entries(beton)))
     assert entries["a/fits.jpg"][1] == (split / "a" / "fits.jpg").read_bytes()  # no decode, no loss
-    for rel in ("a/progressive.jpg", "b/too_large.jpg", "b/gray.jpg", "b/cmyk.jpg", "b/png_named.jpg"):
+    for rel in ("a/finer.jpg", "a/progressive.jpg", "b/too_large.jpg", "b/gray.jpg", "b/cmyk.jpg", "b/png_named.jpg"):
         assert entries[rel][1] != (split / rel).read_bytes(), rel  # decoded and re-encoded as before
 
     # The same inputs and settings give the same file; the flag turns pass-through off.
