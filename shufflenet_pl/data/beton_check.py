@@ -277,8 +277,8 @@ def corrupt_images(beton: Path, workers: int = 1) -> Tuple[int, int, int]:
 
     kernel = getattr(ctypes.CDLL(str(jpeg_box.load())), jpeg_box.SYMBOL)
     kernel.restype = ctypes.c_int64
-    kernel.argtypes = [ctypes.c_void_p, ctypes.c_uint64, *[ctypes.c_int64] * 5, ctypes.c_void_p, ctypes.c_int64]
-    kernel.argtypes.append(ctypes.c_void_p)
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    kernel.argtypes = [pointer, ctypes.c_uint64, *[integer] * 5, pointer, integer, pointer]
     data = np.memmap(beton, dtype=np.uint8, mode="r")
     entries = _jpeg_entries(beton)
     local = threading.local()
