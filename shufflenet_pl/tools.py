@@ -22,6 +22,10 @@ TOOLS: Dict[str, Tuple[str, str]] = {
         "shufflenet_pl.data.convert:convert_main",
         "write train.beton / val.beton (FFCV) from an ImageFolder tree",
     ),
+    "check": (
+        "shufflenet_pl.data.beton_check:check_main",
+        "verify .beton files: complete, every chunk's checksum, with --decode every image decodes",
+    ),
     "analyze": (
         "shufflenet_pl.analysis.cli:analyze_main",
         "reuse: Fig. 4 feature-reuse matrices; model: Table 5 + params, FLOPs, memory, speed",

@@ -6,11 +6,12 @@ placeholder (FFCV's workers would otherwise die and its progress loop wait forev
 left out and listed (``--on-error skip``: the good images are written again without it) or stops the
 run with the full list and no output (``--on-error stop``, the default). JPEGs that fit
 ``--max-side`` and ``--quality`` are stored as their own bytes (pass-through). JPEG EXIF orientation
-is applied (as the ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A class folder without
-images is refused, naming it. The ``.beton`` is written under a temporary name and renamed when
-complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source fingerprint, byte
-count, skipped files) that makes a re-run with the same inputs and settings a no-op, tells the
-datamodule the class names, and lets it recognise a truncated copy (:func:`check_beton_complete`).
+is applied (as the ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A
+class folder without images is refused, naming it. The ``.beton`` is written under a temporary name
+and renamed when complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source
+fingerprint, byte count, skipped files, a CRC-32 of every 4 MiB chunk) that makes a re-run with the
+same inputs and settings a no-op, tells the datamodule the class names, and lets it recognise a
+truncated copy (:func:`check_beton_complete`) or a damaged one (:mod:`shufflenet_pl.data.beton_check`).
 The writer's worker processes die with the converter (a ``kill -9`` leaves no orphan writing on),
 and temporaries of a converter that died are removed by the next run.
 """
@@ -37,6 +38,7 @@ from PIL import Image, ImageOps
 
 
 from ..files import NoSpaceError, no_space_error
+from .beton_check import chunk_checksums
 from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
@@ -790,6 +792,7 @@ def convert_split(
             "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
             "skipped": [list(s) for s in skipped],
             "passed_through": passed_through,  # JPEGs stored as their own bytes
+            **chunk_checksums(tmp),  # what the loader and `shufflenet-pl check` verify
         }
         tmp_sidecar = private_temporary_path(sidecar)
         tmp_sidecar.write_text(json.dumps(info, indent=1))

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
+from .beton_check import CPU_SHARE, BackgroundCheck
 from .convert import check_beton_complete
 from .jit_cache import cache_typed_containers, pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
@@ -172,6 +173,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self._train_decoder: Optional["SeededRandomResizedCropDecoder"] = None
         self._val_decoder: Optional["CenterCropDecoder"] = None
         self.rank, self.world_size = 0, 1
+        self.chunk_checks: Dict[Path, BackgroundCheck] = {}
 
     def _find_classes(self, num_classes: Optional[int]) -> List[str]:
         if self.hparams.demo:
@@ -241,12 +243,21 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                 f"data.root: {path} does not exist; write it with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`"
             )
         check_beton_complete(path)
+        self._start_chunk_check(path)
         quasi = self.hparams.order == "quasi_random" and path == self.train_path
         with pipeline_cache():  # a second start loads the pipeline's numba code from disk (see jit_cache)
             loader = self._new_loader(path, image_pipeline, device, quasi)
         loader.quasi_random_order = loader.traversal_order if quasi else None
         loader.traversal_order = _PlannedOrder(loader)
         return loader
+
+    def _start_chunk_check(self, path: Path) -> None:
+        """Verify this rank's share of ``path``'s chunk checksums in a daemon thread while training runs
+        (once per file): one line if any chunk is damaged."""
+        if path not in self.chunk_checks:
+            check = BackgroundCheck(path, self.rank, self.world_size, cpu_share=CPU_SHARE * max(1, self.num_workers))
+            self.chunk_checks[path] = check
+            check.start()
 
     def _new_loader(self, path: Path, image_pipeline: list, device: torch.device, quasi: bool) -> "Loader":
         return Loader(
@@ -353,13 +364,34 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             "order": self.hparams.order,
         }
 
-    def _play(self, loader: "Loader", samples: np.ndarray) -> Iterator[Tuple[Tensor, Tensor]]:
+    def _play(self, loader: "Loader", samples: np.ndarray, decoder: Any) -> Iterator[Tuple[Tensor, Tensor]]:
         loader.traversal_order.plan = samples.astype(np.uint64)
+        decoder.take_corrupt_counts()  # what an unfinished earlier epoch left
         # Not iter(loader): a failing loader thread must raise here, not hang; inference mode (validate,
         # test, predict) must not make the epoch's buffers inference tensors (see ffcv_epoch). The
         # pipeline's numba code is compiled (or loaded from the disk cache) at the first epoch.
         with pipeline_cache():
-            return start_epoch(loader, interrupt=self._stop_on_sigterm)
+            batches = start_epoch(loader, interrupt=self._stop_on_sigterm)
+        return self._reporting_corrupt(batches, Path(loader.fname), decoder)
+
+    def _reporting_corrupt(
+        self, batches: Iterator[Tuple[Tensor, Tensor]], path: Path, decoder: Any
+    ) -> Iterator[Tuple[Tensor, Tensor]]:
+        """``batches``, then one line if the decode stage met corrupt images in them."""
+        try:
+            for batch in batches:
+                yield batch
+        finally:
+            warned, failed = decoder.take_corrupt_counts()
+            if warned or failed:
+                rank = f" (rank {self.rank})" if self.world_size > 1 else ""
+                print(
+                    f"warning: {path}: {warned + failed} corrupt images decoded this epoch{rank} "
+                    f"({warned} with libjpeg warnings, {failed} unreadable and left black); run "
+                    f"shufflenet-pl check --decode {path}, then convert it again (--force) or copy it again",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def _stop_on_sigterm(self) -> None:
         # Lightning's SIGTERM handler only sets a flag that its loops read between batches: a wait for a
@@ -370,7 +402,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     def _start_train_epoch(self, epoch: int, skip_batches: int) -> Iterator[Tuple[Tensor, Tensor]]:
         samples = self.train_order(epoch)[skip_batches * self.per_device_batch_size :]
         self._train_decoder.epoch = epoch  # the boxes and flips of (seed, epoch, sample index)
-        return self._play(self.train_loader, samples)
+        return self._play(self.train_loader, samples, self._train_decoder)
 
     def train_dataloader(self) -> ResumableLoader:
         return self._resumable_train_loader(self.num_train_samples)
@@ -378,7 +410,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
     def _eval_loader(self) -> ResumableLoader:
         samples = self.val_order()
         length = num_batches(len(samples), self.per_device_batch_size, drop_last=False)
-        return ResumableLoader(lambda epoch, skip: self._play(self.val_loader, samples), length, dict)
+        play = lambda epoch, skip: self._play(self.val_loader, samples, self._val_decoder)  # noqa: E731
+        return ResumableLoader(play, length, dict)
 
     def val_dataloader(self) -> ResumableLoader:
         return self._eval_loader()

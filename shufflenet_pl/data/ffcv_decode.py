@@ -22,6 +22,11 @@ validation, both subclasses of FFCV's ``ResizedCropRGBImageDecoder``). Per image
 
 Raw (uncompressed) images take the same path without the decoder.
 
+Corrupt images are counted, not hidden: libjpeg warns about corrupt entropy-coded data (a bad Huffman
+code, a marker in the middle of the data) and still returns pixels; the kernel returns status 1 then,
+and each decoder counts those images, and the ones it could not decode at all, in a process-wide table
+(:meth:`SeededRandomResizedCropDecoder.take_corrupt_counts`) that the datamodule reports per epoch.
+
 Measured, and therefore not done: cropping and flipping inside libjpeg-turbo with its lossless
 transform (``imdecode``'s crop and flip) re-reads and re-encodes the entropy-coded data, which costs
 more than decoding the whole image at ImageNet sizes, even for small boxes; and the DCT scales 3/8,
@@ -143,11 +148,20 @@ llvm.add_symbol(_RUN_VALUES_SYMBOL, _RUN_VALUES.ctypes.data)
 _free_rows = list(range(len(_RUN_VALUES)))
 
 
+# Images each decoder of this process found corrupt since it was last asked, one row [warned, failed] each
+# (the same row number as in the table above): libjpeg decoded them with warnings (corrupt entropy-coded
+# data), or could not decode them (left black). Written by the loader thread after each batch.
+_DECODE_COUNTS_SYMBOL = "shufflenet_pl_decode_counts"
+_DECODE_COUNTS = np.zeros((len(_RUN_VALUES), 2), dtype=np.int64)
+llvm.add_symbol(_DECODE_COUNTS_SYMBOL, _DECODE_COUNTS.ctypes.data)
+
+
 def _take_row(owner: object) -> int:
     if not _free_rows:
-        raise RuntimeError(f"more than {len(_RUN_VALUES)} seeded FFCV decoders alive in one process")
+        raise RuntimeError(f"more than {len(_RUN_VALUES)} FFCV decoders alive in one process")
     _free_rows.sort()  # the lowest free row first, so that rows (part of the cache key) repeat across runs
     row = _free_rows.pop(0)
+    _DECODE_COUNTS[row] = 0
     weakref.finalize(owner, _free_rows.append, row)
     return row
 
@@ -166,6 +180,41 @@ def _load_run_value(typingctx, row, column):  # type: ignore[no-untyped-def]
         return builder.load(builder.gep(table, [offset]))
 
     return sig, codegen
+
+
+@intrinsic
+def _add_decode_count(typingctx, row, column, value):  # type: ignore[no-untyped-def]
+    """``_DECODE_COUNTS[row, column] += value``, through the table's linker symbol."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        table = builder.module.globals.get(_DECODE_COUNTS_SYMBOL)
+        if table is None:
+            table = ir.GlobalVariable(builder.module, ir.IntType(64), name=_DECODE_COUNTS_SYMBOL)
+            table.linkage = "external"
+        offset = builder.add(builder.mul(args[0], ir.Constant(ir.IntType(64), 2)), args[1])
+        pointer = builder.gep(table, [offset])
+        builder.store(builder.add(builder.load(pointer), args[2]), pointer)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def _count_statuses(row: int, statuses: np.ndarray) -> None:
+    """Add a batch's corrupt images (status 1: decoded with libjpeg warnings; negative: not decoded) to
+    row ``row`` of the decode counts."""
+    warned = 0
+    failed = 0
+    for status in statuses:
+        if status > 0:
+            warned += 1
+        elif status < 0:
+            failed += 1
+    if warned:
+        _add_decode_count(row, 0, warned)
+    if failed:
+        _add_decode_count(row, 1, failed)
 
 
 # --- counter-based random numbers ------------------------------------------------------------
@@ -351,7 +400,8 @@ def decode_jpeg_box(
     """Decode the part of a JPEG that box ``(top, left, h, w)`` needs for an ``out_h x out_w`` output
     (:func:`decode_plan`'s DCT scale and rounded box) into ``temp``, and nothing else: rows above the
     box are skipped, columns cropped to whole iMCUs, rows below never decoded (``jpeg_box.c``).
-    Returns ``(status, offset, row_bytes, box_w, box_h)``: libjpeg's status (0 = success), where the
+    Returns ``(status, offset, row_bytes, box_w, box_h)``: the kernel's status (0 = success, 1 = decoded
+    with libjpeg warnings: corrupt data, negative = not decoded), where the
     decoded box's first pixel and its rows are in ``temp``, and its size in decoded pixels."""
     num, _, decoded_w, r0, r1, c0, c1 = decode_plan(height, width, top, left, h, w, out_h, out_w)
     # One more column on each side: the chroma upsampling of a cropped decode's edge columns differs
@@ -390,7 +440,8 @@ def decode_box(
 ) -> int:
     """Decode box ``(top, left, h, w)`` of one stored image (JPEG or raw), mirrored if ``flip``, into
     ``out`` (contiguous uint8 ``(H, W, 3)``). ``temp`` holds the decoded box (``height * width * 3``
-    bytes suffice). Returns libjpeg's status (0 = success; otherwise ``out`` is black)."""
+    bytes suffice). Returns the kernel's status: 0 = success, 1 = decoded but libjpeg warned (corrupt
+    entropy-coded data: part of ``out`` is garbage), negative = not decoded (``out`` is black)."""
     out_h, out_w = out.shape[0], out.shape[1]
     status = 0
     if mode == _RAW:
@@ -399,7 +450,7 @@ def decode_box(
         status, offset, row_bytes, box_w, box_h = decode_jpeg_box(
             data, height, width, top, left, h, w, out_h, out_w, temp
         )
-        if status != 0:
+        if status < 0:
             out[:] = 0
             return status
         _resize_into(temp, offset, row_bytes, box_w, box_h, out, interpolation)
@@ -458,6 +509,7 @@ _KERNELS = (
     "decode_plan",
     "_resize_into",
     "_mirror_rows",
+    "_count_statuses",
     "decode_jpeg_box",
     "decode_box",
     "decode_random_crop",
@@ -493,7 +545,20 @@ def _check_interpolation(interpolation: int) -> int:
     return int(interpolation)
 
 
-class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
+class _CorruptCounts:
+    """The corrupt-image counts of a decoder (its row of the decode counts)."""
+
+    _row: int
+
+    def take_corrupt_counts(self) -> Tuple[int, int]:
+        """``(warned, failed)``: images decoded with libjpeg warnings (corrupt data) and images not
+        decoded (left black) since the last call; the counts restart at zero."""
+        warned, failed = (int(value) for value in _DECODE_COUNTS[self._row])
+        _DECODE_COUNTS[self._row] = 0
+        return warned, failed
+
+
+class SeededRandomResizedCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder):
     """Training decoder: seeded RandomResizedCrop + horizontal flip, decoded as the module says.
 
     Args:
@@ -503,7 +568,8 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
         seed: seed of the boxes and flips.
         interpolation: :data:`INTER_LINEAR` (default) or :data:`INTER_AREA`.
 
-    Set :attr:`epoch` before each epoch's ``iter(loader)``; no recompilation happens.
+    Set :attr:`epoch` before each epoch's ``iter(loader)``; no recompilation happens. Corrupt images
+    are counted (:meth:`take_corrupt_counts`).
     """
 
     def __init__(
@@ -556,16 +622,18 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
         scale_min, scale_max = np.float64(self.scale[0]), np.float64(self.scale[1])
         log_ratio_min, log_ratio_max = np.float64(np.log(self.ratio[0])), np.float64(np.log(self.ratio[1]))
         interpolation = np.int64(self.interpolation)
-        kernel = _kernel_tree()["decode_random_crop"]
+        tree = _kernel_tree()
+        kernel, count_statuses = tree["decode_random_crop"], tree["_count_statuses"]
 
         def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
             destination, temp_storage = my_storage
             seed, epoch = _load_run_value(row, 0), _load_run_value(row, 1)
+            statuses = np.zeros(len(batch_indices), dtype=np.int64)
             for dst_ix in my_range(len(batch_indices)):
                 source_ix = batch_indices[dst_ix]
                 field = metadata[source_ix]
                 data = memory_read(field["data_ptr"], storage_state)
-                kernel(
+                statuses[dst_ix] = kernel(
                     data,
                     np.int64(field["mode"]),
                     np.int64(field["height"]),
@@ -581,13 +649,14 @@ class SeededRandomResizedCropDecoder(ResizedCropRGBImageDecoder):
                     destination[dst_ix],
                     interpolation,
                 )
+            count_statuses(row, statuses)
             return destination[: len(batch_indices)]
 
         decode.is_parallel = True
         return decode
 
 
-class CenterCropDecoder(ResizedCropRGBImageDecoder):
+class CenterCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder):
     """Validation decoder: the center crop of side ``ratio * min side``, decoded as the module says.
 
     Args:
@@ -605,6 +674,7 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
         self.ratio = float(ratio)
         self.scale = None
         self.interpolation = _check_interpolation(interpolation)
+        self._row = _take_row(self)  # its row of the decode counts
 
     @property
     def get_crop_generator(self) -> Callable:
@@ -614,14 +684,17 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
         memory_read = self.memory_read
         my_range = Compiler.get_iterator()
         ratio, interpolation = np.float64(self.ratio), np.int64(self.interpolation)
-        kernel = _kernel_tree()["decode_center_crop"]
+        row = np.int64(self._row)
+        tree = _kernel_tree()
+        kernel, count_statuses = tree["decode_center_crop"], tree["_count_statuses"]
 
         def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
             destination, temp_storage = my_storage
+            statuses = np.zeros(len(batch_indices), dtype=np.int64)
             for dst_ix in my_range(len(batch_indices)):
                 field = metadata[batch_indices[dst_ix]]
                 data = memory_read(field["data_ptr"], storage_state)
-                kernel(
+                statuses[dst_ix] = kernel(
                     data,
                     np.int64(field["mode"]),
                     np.int64(field["height"]),
@@ -631,6 +704,7 @@ class CenterCropDecoder(ResizedCropRGBImageDecoder):
                     destination[dst_ix],
                     interpolation,
                 )
+            count_statuses(row, statuses)
             return destination[: len(batch_indices)]
 
         decode.is_parallel = True

@@ -4,8 +4,10 @@
  * jpeg_skip_scanlines (entropy-decoded only, no IDCT, upsampling or colour conversion), the columns are
  * cropped with jpeg_crop_scanline to whole iMCUs around [c0, c0 + cols), and the rows below are never
  * read. RGB rows of xw pixels land contiguously at `out`; x0_xw receives the first decoded column x0
- * (<= c0) and the decoded width xw. Returns 0, or a negative number on a libjpeg error (-1), a short
- * image (-2) or too small an output buffer (-3). Built and loaded by shufflenet_pl/data/jpeg_box.py.
+ * (<= c0) and the decoded width xw. Returns 0; 1 when libjpeg decoded the rows but warned (corrupt
+ * entropy-coded data: a bad Huffman code, a premature marker), the pixels then partly garbage; or a
+ * negative number on a libjpeg error (-1), a short image (-2) or too small an output buffer (-3).
+ * Built and loaded by shufflenet_pl/data/jpeg_box.py.
  */
 #include <setjmp.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@ struct error_manager {
 };
 
 static void on_error(j_common_ptr cinfo) { longjmp(((struct error_manager *)cinfo->err)->jump, 1); }
+/* Not printed: warnings are counted in err.pub.num_warnings and returned as status 1. */
 static void on_message(j_common_ptr cinfo) { (void)cinfo; }
 
 /* One decompressor per thread, reused image after image (creating one allocates its memory pools). */
@@ -40,6 +43,7 @@ int64_t shufflenet_pl_jpeg_box(const uint8_t *src, uint64_t size, int64_t scale_
     jpeg_abort_decompress(&cinfo);  /* back to the start state, ready for the next image */
     return -1;
   }
+  err.pub.num_warnings = 0;
   jpeg_mem_src(&cinfo, src, (unsigned long)size);
   jpeg_read_header(&cinfo, TRUE);
   cinfo.out_color_space = JCS_RGB;
@@ -74,6 +78,7 @@ int64_t shufflenet_pl_jpeg_box(const uint8_t *src, uint64_t size, int64_t scale_
       done += got;
     }
   }
+  if (status == 0 && err.pub.num_warnings > 0) status = 1;
   jpeg_abort_decompress(&cinfo);  /* the rows below the box are never decoded */
   return status;
 }
