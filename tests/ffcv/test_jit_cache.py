@@ -118,7 +118,8 @@ def _import_decode_stage(env: dict) -> "subprocess.CompletedProcess[str]":
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **env},
+        # No prebuilt library (setup.sh puts one next to the environment): these build into the cache.
+        env={**os.environ, "SHUFFLENET_PL_PREBUILT": "/nonexistent", **env},
         cwd=Path(__file__).resolve().parents[2],
     )
 
