@@ -105,6 +105,13 @@ class TrainingJob:
             file=sys.stderr,
             flush=True,
         )
+        if read_json(folder / "launch.json").get("accelerator") == "gpu":
+            from shufflenet_pl.cuda_driver import usable_gpu_problem
+
+            problem = usable_gpu_problem()  # a driver too old for torch's CUDA: say so, not a device error
+            if problem is not None:
+                self._mark_failed(env)
+                raise RuntimeError(problem)
         if env.global_rank == 0:
             self._record_attempt(env, resume)
 

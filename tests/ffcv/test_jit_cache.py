@@ -118,7 +118,8 @@ def _import_decode_stage(env: dict) -> "subprocess.CompletedProcess[str]":
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **env},
+        # No prebuilt library (setup.sh puts one next to the environment): these build into the cache.
+        env={**os.environ, "SHUFFLENET_PL_PREBUILT": "/nonexistent", **env},
         cwd=Path(__file__).resolve().parents[2],
     )
 
@@ -152,3 +153,50 @@ def test_box_kernel_without_a_cache_folder_leaves_nothing_behind(tmp_path: Path)
     result = _import_decode_stage({jit_cache.ENV: "off", "TMPDIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _load_box_kernel(env: dict) -> "subprocess.CompletedProcess[str]":
+    import os
+    import sys
+
+    code = "from shufflenet_pl.data import jpeg_box; print(jpeg_box.load())"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def test_prebuilt_box_kernel_serves_a_node_without_a_compiler(tmp_path: Path) -> None:
+    """``setup.sh``'s prebuild (``python -m shufflenet_pl.data.jpeg_box FOLDER``) is what a process
+    loads when it has no compiler and an empty JIT cache; a prebuilt file that does not load is one
+    line naming it and how to rebuild it."""
+    import platform
+    import sys
+
+    from shufflenet_pl.data import jpeg_box
+
+    prebuilt = tmp_path / "share"
+    stale = prebuilt / f"jpeg_box-0000000000000000-{platform.machine()}.so"
+    prebuilt.mkdir()
+    stale.write_bytes(b"an older source version")
+    built = subprocess.run(
+        [sys.executable, "-m", "shufflenet_pl.data.jpeg_box", str(prebuilt)], capture_output=True, text=True
+    )
+    assert built.returncode == 0, built.stderr
+    library = prebuilt / jpeg_box.library_name()
+    assert sorted(prebuilt.iterdir()) == [library]  # the older version is gone
+    no_compiler = {jpeg_box.PREBUILT_ENV: str(prebuilt), jit_cache.ENV: str(tmp_path / "c"), "CC": "/nonexistent/cc"}
+    loaded = _load_box_kernel(no_compiler)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == str(library)
+    assert not (tmp_path / "c").exists()  # nothing built into the JIT cache
+    library.write_bytes(b"not a library")  # a copy that this node cannot load
+    broken = _load_box_kernel({**no_compiler, "CC": ""})
+    assert broken.returncode != 0
+    last = broken.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ImportError: {library}: does not load here (")
+    assert last.endswith("; rebuild it with 'bash setup.sh' or 'python -m shufflenet_pl.data.jpeg_box'"), last
