@@ -48,7 +48,8 @@ def test_gpu_job_without_a_usable_gpu_fails_with_the_reason(tmp_path: Path, monk
     import submitit
 
     from cluster.job import TrainingJob
-    from cluster.submission import LaunchError, _raise_if_failed
+    from cluster.errors import LaunchError
+    from cluster.follow import raise_if_failed
 
     (tmp_path / "launch.json").write_text(json.dumps({"accelerator": "gpu"}))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -57,7 +58,7 @@ def test_gpu_job_without_a_usable_gpu_fails_with_the_reason(tmp_path: Path, monk
     job = executor.submit(TrainingJob(str(tmp_path), "run-id", "local"))
     job.wait()
     with pytest.raises(LaunchError) as failure:
-        _raise_if_failed(job)
+        raise_if_failed(job)
     first = str(failure.value).splitlines()[0]
     assert first.startswith(f"job {job.job_id} failed; rank 0: RuntimeError: "), first
     assert "CUDA_VISIBLE_DEVICES='' hides every GPU from this GPU job" in first
