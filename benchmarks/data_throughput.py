@@ -341,31 +341,31 @@ def measure(pipelines: Dict[str, EpochFn], epochs: int) -> Tuple[Dict[str, float
 
 class _ChunkCheckWhileRunning:
     """The datamodule's background chunk check over ``beton``, verified pass after pass for as long as it
-    runs (same function, same pacing: :data:`~shufflenet_pl.data.beton_check.CPU_SHARE` per loader
-    worker), so that a timed epoch overlaps the check all through, as an ImageNet epoch overlaps the
-    check of a 60 GB file. Records the check's own CPU seconds."""
+    runs (same function, same pacing: :data:`~shufflenet_pl.data.beton_check.CPU_SHARE`), so that a
+    timed epoch overlaps the check all through, as an ImageNet epoch overlaps the check of a 60 GB
+    file. Records the check's own CPU seconds."""
 
-    def __init__(self, beton: Path, workers: int) -> None:
+    def __init__(self, beton: Path) -> None:
         import threading
 
         from shufflenet_pl.data.beton_check import CPU_SHARE
 
-        self.beton, self.cpu_share = beton, min(1.0, CPU_SHARE * max(1, workers))
+        self.beton, self.cpu_share = beton, CPU_SHARE
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="chunk check (benchmark)", daemon=True)
-        self.passes, self.cpu_seconds, self.damaged = 0, 0.0, 0
+        self.cpu_seconds, self.damaged = 0.0, 0
 
     def _run(self) -> None:
-        from shufflenet_pl.data.beton_check import check_chunks
+        from shufflenet_pl.data.beton_check import chunk_table, damaged_chunks, recorded_regions
 
+        regions = recorded_regions(self.beton)
+        if regions is None:
+            raise RuntimeError(f"{self.beton}: its sidecar records no chunk checksums")
+        table = chunk_table(regions)
         start = time.thread_time()
-        while not self.stop.is_set():
-            report = check_chunks(self.beton, cpu_share=self.cpu_share, stop=self.stop)
-            if report is None:
-                raise RuntimeError(f"{self.beton}: its sidecar records no chunk checksums")
-            self.damaged += len(report.damaged)
-            self.passes += not self.stop.is_set()
-        self.cpu_seconds = time.thread_time() - start
+        # One paced stream of passes, as over one huge file (each new check starts with free CPU seconds).
+        damaged = damaged_chunks(self.beton, table * 100_000, cpu_share=self.cpu_share, stop=self.stop)
+        self.damaged, self.cpu_seconds = len(damaged), time.thread_time() - start
 
     def __enter__(self) -> "_ChunkCheckWhileRunning":
         self.thread.start()
@@ -376,60 +376,58 @@ class _ChunkCheckWhileRunning:
         self.thread.join()
 
 
+def _timed_epochs(run: EpochFn, epochs: int) -> Tuple[int, float, float]:
+    """``(images, wall seconds, CPU seconds of the whole process)`` of ``epochs`` epochs of ``run``."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    images = sum(run() for _ in range(epochs))
+    return images, time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def measure_check_cost(beton: Path, res: int, batch: int, workers: int, pairs: int, epochs: int) -> Dict[str, object]:
     """Images/s of our FFCV loader over ``beton`` with the background chunk check running vs not, in
     ``pairs`` paired runs of ``epochs`` epochs each, the order alternating (off-on, on-off, ...) so that
-    a trend in the machine's load falls on both alike; returns the rates and ``on / off`` per pair and
-    over all runs."""
+    a trend in the machine's load falls on both alike. Returns per pair the rates and ``on / off`` of
+    images/s and of the process's CPU time per image (what the check adds to the loader's work, much less
+    swayed by other processes on the machine than wall-clock rates), and the same over all runs."""
     run = ours_epoch(beton, res, batch, workers)
     run()  # JIT warm-up
-    rates: Dict[str, List[float]] = {"off": [], "on": []}
-    check_cpu, check_seconds, passes = 0.0, 0.0, 0
-    # CPU seconds of the whole process per image: what the check adds to the loader's work, much less
-    # swayed by other processes on the machine than the wall-clock rates.
-    cpu, counted = {"off": 0.0, "on": 0.0}, {"off": 0, "on": 0}
+    runs: Dict[str, List[Tuple[int, float, float]]] = {"off": [], "on": []}
+    check_cpu = 0.0
     for pair in range(pairs):
         for kind in ("off", "on") if pair % 2 == 0 else ("on", "off"):
-            if kind == "on":
-                with _ChunkCheckWhileRunning(beton, workers) as check:
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    images = sum(run() for _ in range(epochs))
-                    seconds = time.perf_counter() - start  # not the check's stop: that is no loader time
-                    cpu[kind] += time.process_time() - cpu_start
-                if check.damaged:
-                    raise RuntimeError(f"{beton}: the check found damaged chunks in a good file")
-                check_cpu, passes, check_seconds = (
-                    check_cpu + check.cpu_seconds,
-                    passes + check.passes,
-                    check_seconds + seconds,
-                )
-            else:
-                start, cpu_start = time.perf_counter(), time.process_time()
-                images = sum(run() for _ in range(epochs))
-                seconds = time.perf_counter() - start
-                cpu[kind] += time.process_time() - cpu_start
-            rates[kind].append(images / seconds)
-            counted[kind] += images
-        ratio = rates["on"][-1] / rates["off"][-1]
+            if kind == "off":
+                runs[kind].append(_timed_epochs(run, epochs))
+                continue
+            with _ChunkCheckWhileRunning(beton) as check:
+                runs[kind].append(_timed_epochs(run, epochs))  # not the check's stop: that is no loader time
+            if check.damaged:
+                raise RuntimeError(f"{beton}: the check found damaged chunks in a good file")
+            check_cpu += check.cpu_seconds
+        (off_images, off_s, off_cpu), (on_images, on_s, on_cpu) = runs["off"][-1], runs["on"][-1]
         print(
-            f"  pair {pair + 1}/{pairs}: off {rates['off'][-1]:.0f} img/s, on {rates['on'][-1]:.0f} img/s, "
-            f"on/off {ratio:.4f}",
+            f"  pair {pair + 1}/{pairs}: off {off_images / off_s:.0f} img/s, on {on_images / on_s:.0f} img/s, "
+            f"on/off {(on_images / on_s) / (off_images / off_s):.4f}; CPU per image on/off "
+            f"{(on_cpu / on_images) / (off_cpu / off_images):.4f}",
             flush=True,
         )
-    ratios = [on / off for on, off in zip(rates["on"], rates["off"])]
-    # Every run gives the same number of images: the harmonic mean of its rates is images / seconds overall.
-    overall = sum(1 / rate for rate in rates["off"]) / sum(1 / rate for rate in rates["on"])
+    total = {kind: [sum(column) for column in zip(*rows)] for kind, rows in runs.items()}
+    (off_images, off_s, off_cpu), (on_images, on_s, on_cpu) = total["off"], total["on"]
+    wall = [(a / b) / (c / d) for (a, b, _), (c, d, _) in zip(runs["on"], runs["off"])]
+    cpu = [(b / a) / (d / c) for (a, _, b), (c, _, d) in zip(runs["on"], runs["off"])]
+    overall = (on_images / on_s) / (off_images / off_s)
     return {
-        "check_off_images_per_s": rates["off"],
-        "check_on_images_per_s": rates["on"],
-        "pair_ratios": ratios,
+        "check_off_images_per_s": [images / seconds for images, seconds, _ in runs["off"]],
+        "check_on_images_per_s": [images / seconds for images, seconds, _ in runs["on"]],
+        "pair_ratios": wall,
+        "pair_cpu_per_image_ratios": cpu,
         "check_on_vs_off": overall,
+        "check_on_vs_off_median_pair": float(np.median(wall)),
         "check_cost_share": 1 - overall,
-        "check_off_cpu_ms_per_image": 1e3 * cpu["off"] / counted["off"],
-        "check_on_cpu_ms_per_image": 1e3 * cpu["on"] / counted["on"],
-        "check_cpu_per_image_on_vs_off": (cpu["on"] / counted["on"]) / (cpu["off"] / counted["off"]),
-        "check_cpu_share_of_wall": check_cpu / check_seconds,
-        "check_passes": passes,
+        "check_off_cpu_ms_per_image": 1e3 * off_cpu / off_images,
+        "check_on_cpu_ms_per_image": 1e3 * on_cpu / on_images,
+        "check_thread_cpu_ms_per_image": 1e3 * check_cpu / on_images,
+        "check_cpu_per_image_on_vs_off": (on_cpu / on_images) / (off_cpu / off_images),
+        "check_cpu_share_of_wall": check_cpu / on_s,
         "beton_bytes": beton.stat().st_size,
     }
 
@@ -484,9 +482,11 @@ def check_cost_main(args: argparse.Namespace) -> None:
         f"(cost {100 * result['check_cost_share']:.2f} %; "
         f"the check took {100 * result['check_cpu_share_of_wall']:.2f} % of one CPU)"
     )
+    print(f"median pair on / off: {result['check_on_vs_off_median_pair']:.4f}")
     print(
         f"CPU time per image, check on / off: {result['check_cpu_per_image_on_vs_off']:.4f} "
-        f"({result['check_on_cpu_ms_per_image']:.3f} vs {result['check_off_cpu_ms_per_image']:.3f} ms)"
+        f"({result['check_on_cpu_ms_per_image']:.4f} vs {result['check_off_cpu_ms_per_image']:.4f} ms; "
+        f"the check thread's own: {result['check_thread_cpu_ms_per_image']:.4f} ms)"
     )
     if args.json:
         write_json(args.json, report)

@@ -475,6 +475,18 @@ def gpu_train_throughput(data: Results, without_graphs: Results) -> str:
     return train_throughput(data) + _extra_rows(rows)
 
 
+def beton_check_cost(data: Results) -> str:
+    """One line: our loader's images/s with the background chunk check on vs off, and its CPU."""
+    ratios = ", ".join(f"{ratio:.3f}" for ratio in data["pair_ratios"])
+    return (
+        f"Chunk check on / off, our loader's images/s: **{data['check_on_vs_off']:.3f}** over "
+        f"{data['pairs']} interleaved pairs of {data['epochs_per_run']} epochs (pairs: {ratios}); CPU time "
+        f"per image {100 * (data['check_cpu_per_image_on_vs_off'] - 1):+.1f} %, the check taking "
+        f"{100 * data['check_cpu_share_of_wall']:.1f} % of one CPU ({data['images']:,} {data['source']}, "
+        f"{data['setting']}, {data['workers']} workers, {data['cpus']} CPUs)."
+    )
+
+
 def headline_table() -> str:
     rows = []
     for h in HEADLINES:
@@ -548,6 +560,13 @@ TABLES = [
         key_value_table(DATA_THROUGHPUT_ROWS),
         "python benchmarks/data_throughput.py --images 1500 --settings jpg:320:90 --workers 8 --epochs 1 "
         "--json benchmarks/results/h200/data_throughput.json",
+    ),
+    Table(
+        "cpu-beton-check-cost",
+        (f"{CPU}/beton_check_cost.json",),
+        beton_check_cost,
+        "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 8 "
+        "--check-pairs 5 --json benchmarks/results/cpu-2core/beton_check_cost.json",
     ),
     Table(
         "cpu-partial-decode",

@@ -14,13 +14,14 @@ through the file's own header.
 
 While training, :class:`BackgroundCheck` verifies a file's chunks in a daemon thread (under DDP each rank a
 disjoint share, gathered on rank 0, which prints one line for the file), paced to :data:`CPU_SHARE` of the
-loader's decoding threads. ``shufflenet-pl check`` (:func:`check_main`) verifies on demand, optionally
+CPU time the rest of the process spends. ``shufflenet-pl check`` (:func:`check_main`) verifies on demand, optionally
 decoding every image. A file whose sidecar records no checksums is not an error: a note says how to enable
 the check. Nothing here imports FFCV, numba or torch at module import.
 """
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ import numpy as np
 __all__ = [
     "CHUNK_BYTES",
     "CPU_SHARE",
+    "FREE_CPU_SECONDS",
     "INDEX_PARTS",
     "REGIONS_KEY",
     "BackgroundCheck",
@@ -57,11 +59,13 @@ __all__ = [
 
 #: Bytes per checksummed chunk (a 60 GB ImageNet ``train.beton``: ~15,000 checksums, ~200 KB of sidecar).
 CHUNK_BYTES = 4 << 20
-#: Time share of one CPU the background check may take per loader decoding thread: reading and CRC-32
-#: run at ~3 GB/s, so a share of 1 % keeps pace with a loader that reads ~30 MB/s per thread (JPEG
-#: ImageNet), and the check costs the loader ~1 % of its images/s (``benchmarks/data_throughput.py
-#: --check-cost``).
+#: CPU time the background check may take, as a share of the CPU time the rest of the process spends
+#: meanwhile (loader threads, training step). Reading and CRC-32 run at ~3 GB/s: verifying JPEG ImageNet
+#: (~60 GB) takes ~20 CPU seconds, ~0.5 % of what one epoch's decoding takes, so at 1 % the check ends
+#: within the first epoch and costs the loader ~1 % (``benchmarks/data_throughput.py --check-cost``).
 CPU_SHARE = 0.01
+#: CPU seconds the check takes before its pace starts: a file of up to ~150 MB is verified at once.
+FREE_CPU_SECONDS = 0.05
 #: Sidecar key of the checksummed regions (:func:`region_checksums`).
 REGIONS_KEY = "checksum_regions"
 FIX = "convert it again (shufflenet-pl convert ... --force) or copy it again"
@@ -168,14 +172,22 @@ def chunk_table(regions: Sequence[Region]) -> List[Tuple[int, int, int]]:
     return [(first, last, crc) for region in regions for (first, last), crc in zip(region.spans(), region.crc32)]
 
 
-def _paced(cpu_share: float, stop: Optional[threading.Event]) -> Callable[[float], None]:
-    """A pause after ``seconds`` of work that holds the work to ``cpu_share`` of the time (none at 1);
-    it ends early when ``stop`` is set."""
+def _paced(cpu_share: float, stop: Optional[threading.Event]) -> Callable[[], None]:
+    """A pause after each piece of work that holds the calling thread's CPU time to ``cpu_share`` of the
+    CPU time the rest of the process spends meanwhile (the loader's decoding threads, the training step),
+    however many threads that is and however busy the machine, after its first :data:`FREE_CPU_SECONDS`
+    (none at 1); it ends early when ``stop`` is set."""
     wait = (stop or threading.Event()).wait
+    process_start, thread_start = time.process_time(), time.thread_time()
 
-    def pause(seconds: float) -> None:
-        if cpu_share < 1:
-            wait(seconds * (1 / cpu_share - 1))
+    def pause() -> None:
+        while cpu_share < 1 and not (stop is not None and stop.is_set()):
+            mine = time.thread_time() - thread_start
+            others = time.process_time() - process_start - mine
+            owed = (mine - FREE_CPU_SECONDS) / cpu_share - others  # CPU seconds the others spend first
+            if owed <= 0:
+                return
+            wait(min(1.0, max(0.005, owed / (os.cpu_count() or 1))))
 
     return pause
 
@@ -194,7 +206,8 @@ def damaged_chunks(
         beton: the file.
         table: ``(start, end, crc32)`` of each chunk.
         chunks: which chunks to verify (default: all).
-        cpu_share: time share of one CPU to take (sleeps between chunks); 1: as fast as it goes.
+        cpu_share: CPU time to take, as a share of the CPU time the rest of the process spends
+            (sleeps between chunks); 1: as fast as it goes.
         stop: when set, verification ends early (with the chunks verified so far).
     """
     if not 0 < cpu_share <= 1:
@@ -206,11 +219,10 @@ def damaged_chunks(
         for index in range(len(table)) if chunks is None else chunks:
             if stop is not None and stop.is_set():
                 break
-            start = time.perf_counter()
             first, last, expected = table[index]
             if _crc32_of(handle, first, last, view) != expected:
                 damaged.append(index)
-            pause(time.perf_counter() - start)
+            pause()
     return damaged
 
 
@@ -327,7 +339,7 @@ class BackgroundCheck(threading.Thread):
         beton: the file.
         rank: this process's global rank (verifies chunks ``i % world_size == rank``).
         world_size: number of processes.
-        cpu_share: time share of one CPU the check may take.
+        cpu_share: the check's CPU time as a share of the rest of the process's.
         out: where the line goes (default: ``sys.stderr`` at the time of printing).
         group: the process group the ranks gather their results on.
     """

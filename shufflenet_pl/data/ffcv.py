@@ -255,8 +255,8 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         """Verify this rank's share of ``path``'s chunk checksums in a daemon thread while training runs
         (once per file): one line if any chunk is damaged, from rank 0 for all ranks' shares."""
         if path not in self.chunk_checks:
-            share, group = CPU_SHARE * max(1, self.num_workers), check_group(self.world_size)
-            check = BackgroundCheck(path, self.rank, self.world_size, cpu_share=share, group=group)
+            group = check_group(self.world_size)
+            check = BackgroundCheck(path, self.rank, self.world_size, cpu_share=CPU_SHARE, group=group)
             self.chunk_checks[path] = check
             check.start()
 

@@ -3,6 +3,8 @@ background check and the decode stage's count of corrupt JPEGs, on real .beton f
 
 import json
 import sys
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -112,6 +114,28 @@ def test_an_older_sidecars_fixed_chunks_are_still_verified(demo_beton_root: Path
     _old_sidecar(header, beton_check.CHUNK_BYTES)  # its first chunk holds the header and the metadata rows
     damage_index(header, "header")
     assert beton_check.check_chunks(header).damage == beton_check.Damage(("header", "metadata"), None)
+
+
+def test_the_check_takes_its_share_of_the_process_cpu_time(demo_beton_root: Path) -> None:
+    beton = demo_beton_root / "train.beton"
+    table = beton_check.chunk_table(beton_check.recorded_regions(beton)) * 60  # ~0.6 s at full speed
+    stop, spent = threading.Event(), {}
+
+    def check() -> None:
+        start = time.thread_time()
+        beton_check.damaged_chunks(beton, table, cpu_share=0.05, stop=stop)
+        spent["check"] = time.thread_time() - start
+
+    thread = threading.Thread(target=check)
+    process_start = time.process_time()
+    thread.start()
+    busy = time.thread_time()
+    while time.thread_time() - busy < 1.0:  # one CPU second of other work in the process
+        sum(range(1000))
+    stop.set()
+    thread.join(10)
+    others = time.process_time() - process_start - spent["check"]
+    assert 0 < spent["check"] <= 0.05 * others + beton_check.FREE_CPU_SECONDS + 0.02, (spent, others)
 
 
 def test_check_tool_passes_a_good_file_and_names_a_damaged_one(
