@@ -56,7 +56,7 @@ def test_each_rank_checks_its_share_and_rank_0_prints_the_total(demo_beton_root:
     beton = copy_beton(demo_beton_root / "train.beton", tmp_path / "data")
     sidecar = beton.with_name("train.beton.json")
     info = json.loads(sidecar.read_text())
-    info.update(beton_check.region_checksums(beton, 512))  # fine chunks: one damaged chunk per image
+    info.update(beton_check.region_checksums(beton, 1024))  # fine chunks: one damaged chunk per image
     sidecar.write_text(json.dumps(info))
     damage_jpegs(beton, DAMAGED, span=8)
     out = tmp_path / "out"
