@@ -343,7 +343,9 @@ class _ChunkCheckWhileRunning:
     """The datamodule's background chunk check over ``beton``, verified pass after pass for as long as it
     runs (same function, same pacing: :data:`~shufflenet_pl.data.beton_check.CPU_SHARE`), so that a
     timed epoch overlaps the check all through, as an ImageNet epoch overlaps the check of a 60 GB
-    file. Records the check's own CPU seconds."""
+    file. Entering waits until the check has spent its
+    :data:`~shufflenet_pl.data.beton_check.FREE_CPU_SECONDS` (taken once per file, before its pace
+    starts): what follows is the paced steady state. Records the check's CPU seconds meanwhile."""
 
     def __init__(self, beton: Path) -> None:
         import threading
@@ -361,17 +363,25 @@ class _ChunkCheckWhileRunning:
         regions = recorded_regions(self.beton)
         if regions is None:
             raise RuntimeError(f"{self.beton}: its sidecar records no chunk checksums")
-        table = chunk_table(regions)
-        start = time.thread_time()
-        # One paced stream of passes, as over one huge file (each new check starts with free CPU seconds).
-        damaged = damaged_chunks(self.beton, table * 100_000, cpu_share=self.cpu_share, stop=self.stop)
-        self.damaged, self.cpu_seconds = len(damaged), time.thread_time() - start
+        # One paced stream of passes, as over one huge file.
+        table = chunk_table(regions) * 100_000
+        self.damaged = len(damaged_chunks(self.beton, table, cpu_share=self.cpu_share, stop=self.stop))
+
+    def _thread_cpu(self) -> float:
+        return time.clock_gettime(time.pthread_getcpuclockid(self.thread.ident))
 
     def __enter__(self) -> "_ChunkCheckWhileRunning":
+        from shufflenet_pl.data.beton_check import FREE_CPU_SECONDS
+
         self.thread.start()
+        deadline = time.perf_counter() + 10
+        while self._thread_cpu() < FREE_CPU_SECONDS and time.perf_counter() < deadline:
+            time.sleep(0.001)
+        self._cpu_start = self._thread_cpu()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.cpu_seconds = self._thread_cpu() - self._cpu_start
         self.stop.set()
         self.thread.join()
 
