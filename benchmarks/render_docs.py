@@ -569,7 +569,7 @@ TABLES = [
         (f"{CPU}/beton_check_cost.json",),
         beton_check_cost,
         "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 4 "
-        "--check-pairs 8 --json benchmarks/results/cpu-2core/beton_check_cost.json",
+        "--check-pairs 10 --json benchmarks/results/cpu-2core/beton_check_cost.json",
     ),
     Table(
         "cpu-partial-decode",
