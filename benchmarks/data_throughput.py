@@ -339,6 +339,170 @@ def measure(pipelines: Dict[str, EpochFn], epochs: int) -> Tuple[Dict[str, float
     return warmup, {name: images[name] / seconds[name] for name in pipelines}
 
 
+class _ChunkCheckWhileRunning:
+    """The datamodule's background chunk check over ``beton``, verified pass after pass for as long as it
+    runs (same function, same pacing: :data:`~shufflenet_pl.data.beton_check.CPU_SHARE`), so that a
+    timed epoch overlaps the check all through, as an ImageNet epoch overlaps the check of a 60 GB
+    file. Entering waits until the check has spent its
+    :data:`~shufflenet_pl.data.beton_check.FREE_CPU_SECONDS` (taken once per file, before its pace
+    starts): what follows is the paced steady state. Records the check's CPU seconds meanwhile."""
+
+    def __init__(self, beton: Path) -> None:
+        import threading
+
+        from shufflenet_pl.data.beton_check import CPU_SHARE
+
+        self.beton, self.cpu_share = beton, CPU_SHARE
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="chunk check (benchmark)", daemon=True)
+        self.cpu_seconds, self.damaged = 0.0, 0
+
+    def _run(self) -> None:
+        from shufflenet_pl.data.beton_check import chunk_table, damaged_chunks, recorded_regions
+
+        regions = recorded_regions(self.beton)
+        if regions is None:
+            raise RuntimeError(f"{self.beton}: its sidecar records no chunk checksums")
+        # One paced stream of passes, as over one huge file.
+        table = chunk_table(regions) * 100_000
+        self.damaged = len(damaged_chunks(self.beton, table, cpu_share=self.cpu_share, stop=self.stop))
+
+    def _thread_cpu(self) -> float:
+        return time.clock_gettime(time.pthread_getcpuclockid(self.thread.ident))
+
+    def __enter__(self) -> "_ChunkCheckWhileRunning":
+        from shufflenet_pl.data.beton_check import FREE_CPU_SECONDS
+
+        self.thread.start()
+        deadline = time.perf_counter() + 10
+        while self._thread_cpu() < FREE_CPU_SECONDS and time.perf_counter() < deadline:
+            time.sleep(0.001)
+        self._cpu_start = self._thread_cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_seconds = self._thread_cpu() - self._cpu_start
+        self.stop.set()
+        self.thread.join()
+
+
+def _timed_epochs(run: EpochFn, epochs: int) -> Tuple[int, float, float]:
+    """``(images, wall seconds, CPU seconds of the whole process)`` of ``epochs`` epochs of ``run``."""
+    start, cpu_start = time.perf_counter(), time.process_time()
+    images = sum(run() for _ in range(epochs))
+    return images, time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def measure_check_cost(beton: Path, res: int, batch: int, workers: int, pairs: int, epochs: int) -> Dict[str, object]:
+    """Images/s of our FFCV loader over ``beton`` with the background chunk check running vs not, in
+    ``pairs`` paired runs of ``epochs`` epochs each, the order alternating (off-on, on-off, ...) so that
+    a trend in the machine's load falls on both alike. Returns per pair the rates and ``on / off`` of
+    images/s and of the process's CPU time per image (what the check adds to the loader's work, much less
+    swayed by other processes on the machine than wall-clock rates), and the same over all runs."""
+    run = ours_epoch(beton, res, batch, workers)
+    run()  # JIT warm-up
+    runs: Dict[str, List[Tuple[int, float, float]]] = {"off": [], "on": []}
+    check_cpu = 0.0
+    for pair in range(pairs):
+        for kind in ("off", "on") if pair % 2 == 0 else ("on", "off"):
+            if kind == "off":
+                runs[kind].append(_timed_epochs(run, epochs))
+                continue
+            with _ChunkCheckWhileRunning(beton) as check:
+                runs[kind].append(_timed_epochs(run, epochs))  # not the check's stop: that is no loader time
+            if check.damaged:
+                raise RuntimeError(f"{beton}: the check found damaged chunks in a good file")
+            check_cpu += check.cpu_seconds
+        (off_images, off_s, off_cpu), (on_images, on_s, on_cpu) = runs["off"][-1], runs["on"][-1]
+        print(
+            f"  pair {pair + 1}/{pairs}: off {off_images / off_s:.0f} img/s, on {on_images / on_s:.0f} img/s, "
+            f"on/off {(on_images / on_s) / (off_images / off_s):.4f}; CPU per image on/off "
+            f"{(on_cpu / on_images) / (off_cpu / off_images):.4f}",
+            flush=True,
+        )
+    total = {kind: [sum(column) for column in zip(*rows)] for kind, rows in runs.items()}
+    (off_images, off_s, off_cpu), (on_images, on_s, on_cpu) = total["off"], total["on"]
+    wall = [(a / b) / (c / d) for (a, b, _), (c, d, _) in zip(runs["on"], runs["off"])]
+    cpu = [(b / a) / (d / c) for (a, _, b), (c, _, d) in zip(runs["on"], runs["off"])]
+    overall = (on_images / on_s) / (off_images / off_s)
+    return {
+        "check_off_images_per_s": [images / seconds for images, seconds, _ in runs["off"]],
+        "check_on_images_per_s": [images / seconds for images, seconds, _ in runs["on"]],
+        "pair_ratios": wall,
+        "pair_cpu_per_image_ratios": cpu,
+        "check_on_vs_off": overall,
+        "check_on_vs_off_median_pair": float(np.median(wall)),
+        "check_cost_share": 1 - overall,
+        "check_off_cpu_ms_per_image": 1e3 * off_cpu / off_images,
+        "check_on_cpu_ms_per_image": 1e3 * on_cpu / on_images,
+        "check_thread_cpu_ms_per_image": 1e3 * check_cpu / on_images,
+        "check_cpu_per_image_on_vs_off": (on_cpu / on_images) / (off_cpu / off_images),
+        "check_cpu_share_of_wall": check_cpu / on_s,
+        "beton_bytes": beton.stat().st_size,
+    }
+
+
+def check_cost_main(args: argparse.Namespace) -> None:
+    """``--check-cost``: the cost of verifying chunk checksums while training, as a share of our loader's
+    images/s on the first setting's .beton, at the last worker count; prints the side-by-side ratio and
+    writes ``--json``."""
+    import torch
+
+    from benchmarks._timing import environment, write_json
+    from shufflenet_pl.data import quiet_numba  # noqa: F401
+    from shufflenet_pl.data.convert import convert_split
+
+    workers = args.workers[-1]
+    if args.source is not None:
+        split, origin = args.source.resolve(), f"photographs under {args.source}"
+        work_dir = args.work_dir / ("source-" + split.as_posix().strip("/").replace("/", "_"))
+    else:
+        split, origin = make_imagenet_like_jpegs(args.work_dir / "jpeg", args.images), "drawn demo images"
+        work_dir = args.work_dir
+    setting = args.settings[0]
+    beton = work_dir / (setting_name(setting).replace(" ", "_") + ".beton")
+    convert_split(split, beton, num_workers=workers, progress=False, **setting)
+    print(
+        f"check cost: {args.images} {origin}, {setting_name(setting)}, {beton.stat().st_size / 2**20:.0f} MiB, "
+        f"{workers} workers, {args.check_pairs} pairs of {args.epochs} epochs",
+        flush=True,
+    )
+    result = measure_check_cost(beton, args.res, args.batch, workers, args.check_pairs, args.epochs)
+    report: Dict[str, object] = {
+        "images": args.images,
+        "source": origin,
+        "setting": setting_name(setting),
+        "res": args.res,
+        "batch": args.batch,
+        "workers": workers,
+        "cpus": os.cpu_count(),
+        "epochs_per_run": args.epochs,
+        "pairs": args.check_pairs,
+        **result,
+        "environment": environment(torch.device("cpu")),
+    }
+    off, on = result["check_off_images_per_s"], result["check_on_images_per_s"]
+    print()
+    print("| pair | check off (img/s) | check on (img/s) | on / off |")
+    print("| ---: | ---: | ---: | ---: |")
+    for pair, (a, b, ratio) in enumerate(zip(off, on, result["pair_ratios"]), 1):  # type: ignore[call-overload]
+        print(f"| {pair} | {a:.0f} | {b:.0f} | {ratio:.4f} |")
+    print(
+        f"check on / off over all runs: {result['check_on_vs_off']:.4f} "
+        f"(cost {100 * result['check_cost_share']:.2f} %; "
+        f"the check took {100 * result['check_cpu_share_of_wall']:.2f} % of one CPU)"
+    )
+    print(f"median pair on / off: {result['check_on_vs_off_median_pair']:.4f}")
+    print(
+        f"CPU time per image, check on / off: {result['check_cpu_per_image_on_vs_off']:.4f} "
+        f"({result['check_on_cpu_ms_per_image']:.4f} vs {result['check_off_cpu_ms_per_image']:.4f} ms; "
+        f"the check thread's own: {result['check_thread_cpu_ms_per_image']:.4f} ms)"
+    )
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+
+
 def parse_setting(text: str) -> Dict[str, object]:
     """``jpg:512:90``, ``raw:256``, ``proportion:400:90:0.5`` -> converter keyword arguments."""
     parts = text.split(":")
@@ -421,6 +585,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         action="store_true",
         help="also time the datamodule's pipeline warm-up in fresh processes, first vs second start",
     )
+    parser.add_argument(
+        "--check-cost",
+        action="store_true",
+        help="measure only what the background chunk check costs: our loader's images/s on the first "
+        "setting with the check on vs off, --check-pairs paired runs of --epochs epochs (writes --json)",
+    )
+    parser.add_argument("--check-pairs", type=int, default=3, help="paired runs for --check-cost (default 3)")
     args = parser.parse_args(argv)
     if args.source is not None:
         if not args.source.is_dir():
@@ -434,6 +605,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             f"need --workers >= 1, --epochs >= 1 and --images >= --batch (got workers {args.workers}, "
             f"epochs {args.epochs}, images {args.images}, batch {args.batch})"
         )
+    if args.check_cost:
+        check_cost_main(args)
+        return
 
     from shufflenet_pl.data import quiet_numba  # noqa: F401
     from shufflenet_pl.data.convert import convert_split

@@ -475,6 +475,21 @@ def gpu_train_throughput(data: Results, without_graphs: Results) -> str:
     return train_throughput(data) + _extra_rows(rows)
 
 
+def beton_check_cost(data: Results) -> str:
+    """One line: what the background chunk check adds to our loader's CPU time per image, and its
+    images/s with the check on vs off."""
+    ratios = data["pair_ratios"]
+    own = data["check_thread_cpu_ms_per_image"] / data["check_off_cpu_ms_per_image"]
+    return (
+        f"Chunk check on vs off: CPU time per image **{100 * (data['check_cpu_per_image_on_vs_off'] - 1):+.1f} %** "
+        f"(the check's own CPU: {100 * own:.1f} % of the loader's); images/s on / off "
+        f"{data['check_on_vs_off']:.3f} over {data['pairs']} interleaved pairs of {data['epochs_per_run']} epochs "
+        f"(median pair {data['check_on_vs_off_median_pair']:.3f}, pairs from {min(ratios):.3f} to "
+        f"{max(ratios):.3f}: the machine's other load); {data['images']:,} {data['source']}, {data['setting']}, "
+        f"{data['workers']} workers, {data['cpus']} CPUs."
+    )
+
+
 def headline_table() -> str:
     rows = []
     for h in HEADLINES:
@@ -548,6 +563,13 @@ TABLES = [
         key_value_table(DATA_THROUGHPUT_ROWS),
         "python benchmarks/data_throughput.py --images 1500 --settings jpg:320:90 --workers 8 --epochs 1 "
         "--json benchmarks/results/h200/data_throughput.json",
+    ),
+    Table(
+        "cpu-beton-check-cost",
+        (f"{CPU}/beton_check_cost.json",),
+        beton_check_cost,
+        "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 4 "
+        "--check-pairs 10 --json benchmarks/results/cpu-2core/beton_check_cost.json",
     ),
     Table(
         "cpu-partial-decode",

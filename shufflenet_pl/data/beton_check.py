@@ -1,21 +1,27 @@
 """Damaged ``.beton`` files found: chunk checksums recorded by the converter, verified while training and by
 ``shufflenet-pl check``.
 
-The converter records a CRC-32 of every :data:`CHUNK_BYTES` chunk of the finished file in its sidecar
-``<name>.beton.json`` (``chunk_bytes``, ``chunk_crc32``): one streaming pass before the file is renamed into
-place. A damaged chunk (a bit flip on disk, a bad copy) is mapped to the images that have bytes in it through
-FFCV's allocation table (``ffcv.types.ALLOC_TABLE_TYPE``; metadata rows count for their image; the header,
-the field descriptors and the allocation table count for every image).
+The converter records CRC-32s of the finished file in its sidecar ``<name>.beton.json``
+(:data:`REGIONS_KEY`), one streaming pass before the file is renamed into place. The checksums follow the
+file's structure (:func:`beton_layout`): the header and field descriptors, the metadata rows, the data pages
+and FFCV's allocation table are each checksummed on their own, in :data:`CHUNK_BYTES` chunks from the part's
+start, so that no chunk mixes the index with image data (the zeros before the first page, which FFCV
+never reads, are left out). A damaged data chunk (a bit flip on disk, a bad
+copy) maps to exactly the images with data bytes in it (through the allocation table,
+``ffcv.types.ALLOC_TABLE_TYPE``); a damaged chunk of the index says the index is damaged. An older sidecar's
+fixed chunks of the whole file (``chunk_bytes``, ``chunk_crc32``) are still verified, mapped the same way
+through the file's own header.
 
 While training, :class:`BackgroundCheck` verifies a file's chunks in a daemon thread (under DDP each rank a
-disjoint share), paced to :data:`CPU_SHARE` of the loader's decoding threads, and prints one line if any
-chunk is damaged. ``shufflenet-pl check`` (:func:`check_main`) verifies on demand, optionally decoding every
-image. A file whose sidecar records no checksums (written by an older converter) is not an error: a note says
-how to enable the check. Nothing here imports FFCV or numba at module import.
+disjoint share, gathered on rank 0, which prints one line for the file), paced to :data:`CPU_SHARE` of the
+CPU time the rest of the process spends. ``shufflenet-pl check`` (:func:`check_main`) verifies on demand, optionally
+decoding every image. A file whose sidecar records no checksums is not an error: a note says how to enable
+the check. Nothing here imports FFCV, numba or torch at module import.
 """
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -23,30 +29,45 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
 __all__ = [
     "CHUNK_BYTES",
     "CPU_SHARE",
+    "FREE_CPU_SECONDS",
+    "INDEX_PARTS",
+    "REGIONS_KEY",
     "BackgroundCheck",
     "ChunkReport",
+    "Damage",
+    "Region",
+    "beton_layout",
     "check_chunks",
+    "check_group",
     "check_main",
-    "chunk_checksums",
+    "chunk_table",
     "corrupt_images",
     "damage_line",
+    "damage_of",
     "damaged_chunks",
-    "images_in_chunks",
-    "recorded_checksums",
+    "recorded_regions",
+    "region_checksums",
+    "report_of",
 ]
 
 #: Bytes per checksummed chunk (a 60 GB ImageNet ``train.beton``: ~15,000 checksums, ~200 KB of sidecar).
 CHUNK_BYTES = 4 << 20
-#: Time share of one CPU the background check may take per loader decoding thread; CRC-32 runs at
-#: ~2 GB/s, so a share of 1.5 % keeps pace with a loader that reads ~30 MB/s per thread (JPEG ImageNet).
-CPU_SHARE = 0.015
+#: CPU time the background check may take, as a share of the CPU time the rest of the process spends
+#: meanwhile (loader threads, training step). Reading and CRC-32 run at ~3 GB/s: verifying JPEG ImageNet
+#: (~60 GB) takes ~20 CPU seconds, ~0.5 % of what one epoch's decoding takes, so at 1 % the check ends
+#: within the first epoch and costs the loader ~1 % (``benchmarks/data_throughput.py --check-cost``).
+CPU_SHARE = 0.01
+#: CPU seconds the check takes before its pace starts: a file of up to ~150 MB is verified at once.
+FREE_CPU_SECONDS = 0.05
+#: Sidecar key of the checksummed regions (:func:`region_checksums`).
+REGIONS_KEY = "checksum_regions"
 FIX = "convert it again (shufflenet-pl convert ... --force) or copy it again"
 
 
@@ -54,111 +75,191 @@ def _sidecar(beton: Path) -> Path:
     return beton.with_name(beton.name + ".json")
 
 
-def chunk_checksums(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Dict[str, Any]:
-    """The sidecar keys for ``path``: ``chunk_bytes`` and ``chunk_crc32`` (8 hex digits per chunk), in one
-    streaming read of the file."""
+#: The parts of a ``.beton`` in file order; all but ``data`` are its index.
+INDEX_PARTS = {"header": "header and field descriptors", "metadata": "metadata rows", "alloc_table": "allocation table"}
+
+
+@dataclass(frozen=True)
+class Region:
+    """A byte range ``[start, end)`` of a file checksummed in chunks of ``chunk_bytes`` (the last one
+    shorter). ``kind``: a key of :data:`INDEX_PARTS`, ``data`` (the data pages), or ``file`` (an older
+    sidecar's fixed chunks of the whole file)."""
+
+    kind: str
+    start: int
+    end: int
+    chunk_bytes: int
+    crc32: Tuple[int, ...]
+
+    def spans(self) -> List[Tuple[int, int]]:
+        return [
+            (first, min(self.end, first + self.chunk_bytes)) for first in range(self.start, self.end, self.chunk_bytes)
+        ]
+
+
+def beton_layout(beton: Path) -> List[Tuple[str, int, int]]:
+    """``(kind, start, end)`` of the parts of ``beton``, read from its header: the header and field
+    descriptors, the metadata rows, the data pages (from FFCV's first page), the allocation table."""
+    from ffcv.types import FieldDescType, HeaderType, get_handlers, get_metadata_type
+
+    header = np.fromfile(beton, dtype=HeaderType, count=1)[0]
+    num_samples, num_fields = int(header["num_samples"]), int(header["num_fields"])
+    page_size, table_ptr = int(header["page_size"]), int(header["alloc_table_ptr"])
+    size = beton.stat().st_size
+    metadata_start = HeaderType.itemsize + num_fields * FieldDescType.itemsize
+    fields = np.fromfile(beton, dtype=FieldDescType, count=num_fields, offset=HeaderType.itemsize)
+    metadata_end = metadata_start + num_samples * get_metadata_type(get_handlers(fields)).itemsize
+    pages_start = min(table_ptr, -(-metadata_end // page_size) * page_size)  # FFCV's first page, page-aligned
+    if not metadata_start <= metadata_end <= pages_start <= table_ptr <= size:
+        raise ValueError(f"{beton}: its header describes no valid layout")
+    # Between the last metadata row and the first page lie zeros that FFCV never reads (up to a page).
+    parts = [("header", 0, metadata_start), ("metadata", metadata_start, metadata_end)]
+    return parts + [("data", pages_start, table_ptr), ("alloc_table", table_ptr, size)]
+
+
+def _crc32_of(handle: BinaryIO, first: int, last: int, view: memoryview) -> Optional[int]:
+    """CRC-32 of bytes ``[first, last)`` of ``handle``; ``None`` where the file ends before ``last``."""
+    handle.seek(first)
+    crc, left = 0, last - first
+    while left > 0:
+        count = handle.readinto(view[: min(left, len(view))])
+        if not count:
+            return None
+        crc, left = zlib.crc32(view[:count], crc), left - count
+    return crc
+
+
+def region_checksums(beton: Path, chunk_bytes: int = CHUNK_BYTES) -> Dict[str, Any]:
+    """The sidecar key :data:`REGIONS_KEY` for ``beton``: each part of :func:`beton_layout` checksummed
+    on its own in chunks of ``chunk_bytes`` from its start (so that no chunk mixes the index with data
+    pages), in one streaming read of the file."""
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-    buffer = bytearray(chunk_bytes)
-    view = memoryview(buffer)
-    sums: List[str] = []
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            count = handle.readinto(view)
-            if not count:
-                break
-            sums.append(f"{zlib.crc32(view[:count]):08x}")
-    return {"chunk_bytes": chunk_bytes, "chunk_crc32": sums}
+    view = memoryview(bytearray(chunk_bytes))
+    regions = []
+    with open(beton, "rb", buffering=0) as handle:
+        for kind, start, end in beton_layout(beton):
+            region = Region(kind, start, end, chunk_bytes, ())
+            sums = [f"{_crc32_of(handle, first, last, view):08x}" for first, last in region.spans()]
+            regions.append({"kind": kind, "start": start, "end": end, "chunk_bytes": chunk_bytes, "crc32": sums})
+    return {REGIONS_KEY: regions}
 
 
-def recorded_checksums(beton: Path) -> Optional[Tuple[int, List[int]]]:
-    """``(chunk_bytes, crc32 per chunk)`` from the sidecar, or ``None`` where it records none."""
+def recorded_regions(beton: Path) -> Optional[List[Region]]:
+    """The checksummed regions the sidecar records; an older sidecar's fixed chunks (``chunk_bytes``,
+    ``chunk_crc32``) as one ``file`` region; ``None`` where it records none."""
     sidecar = _sidecar(beton)
     if not sidecar.is_file():
         return None
     info = json.loads(sidecar.read_text())
-    if "chunk_crc32" not in info or "chunk_bytes" not in info:
-        return None
-    return int(info["chunk_bytes"]), [int(value, 16) for value in info["chunk_crc32"]]
+    if REGIONS_KEY in info:
+        return [
+            Region(
+                r["kind"], int(r["start"]), int(r["end"]), int(r["chunk_bytes"]), tuple(int(v, 16) for v in r["crc32"])
+            )
+            for r in info[REGIONS_KEY]
+        ]
+    if "chunk_crc32" in info and "chunk_bytes" in info:
+        sums, chunk_bytes = tuple(int(v, 16) for v in info["chunk_crc32"]), int(info["chunk_bytes"])
+        # The last fixed chunk ends where the file did (the byte count the sidecar records).
+        end = int(info.get("bytes") or len(sums) * chunk_bytes)
+        return [Region("file", 0, end, chunk_bytes, sums)]
+    return None
 
 
-def _paced(cpu_share: float) -> Callable[[float], None]:
-    """A pause after ``seconds`` of work that holds the work to ``cpu_share`` of the time (none at 1)."""
+def chunk_table(regions: Sequence[Region]) -> List[Tuple[int, int, int]]:
+    """``(start, end, crc32)`` of every chunk of ``regions``, numbered in file order."""
+    return [(first, last, crc) for region in regions for (first, last), crc in zip(region.spans(), region.crc32)]
 
-    def pause(seconds: float) -> None:
-        if cpu_share < 1:
-            time.sleep(seconds * (1 / cpu_share - 1))
+
+def _paced(cpu_share: float, stop: Optional[threading.Event]) -> Callable[[], None]:
+    """A pause after each piece of work that holds the calling thread's CPU time to ``cpu_share`` of the
+    CPU time the rest of the process spends meanwhile (the loader's decoding threads, the training step),
+    however many threads that is and however busy the machine, after its first :data:`FREE_CPU_SECONDS`
+    (none at 1); it ends early when ``stop`` is set."""
+    wait = (stop or threading.Event()).wait
+    process_start, thread_start = time.process_time(), time.thread_time()
+
+    def pause() -> None:
+        while cpu_share < 1 and not (stop is not None and stop.is_set()):
+            mine = time.thread_time() - thread_start
+            others = time.process_time() - process_start - mine
+            owed = (mine - FREE_CPU_SECONDS) / cpu_share - others  # CPU seconds the others spend first
+            if owed <= 0:
+                return
+            wait(min(1.0, max(0.005, owed / (os.cpu_count() or 1))))
 
     return pause
 
 
 def damaged_chunks(
     beton: Path,
-    chunk_bytes: int,
-    expected: Sequence[int],
+    table: Sequence[Tuple[int, int, int]],
     chunks: Optional[Iterable[int]] = None,
     cpu_share: float = 1.0,
     stop: Optional[threading.Event] = None,
 ) -> List[int]:
-    """Indices of the chunks of ``beton`` whose CRC-32 differs from ``expected`` (a chunk past the end of
-    the file counts as damaged).
+    """Indices into ``table`` (:func:`chunk_table`) of the chunks of ``beton`` whose CRC-32 differs
+    from the recorded one (a chunk past the end of the file counts as damaged).
 
     Args:
         beton: the file.
-        chunk_bytes: the chunk size the checksums were taken with.
-        expected: the recorded CRC-32 of each chunk.
+        table: ``(start, end, crc32)`` of each chunk.
         chunks: which chunks to verify (default: all).
-        cpu_share: time share of one CPU to take (sleeps between chunks); 1: as fast as it goes.
+        cpu_share: CPU time to take, as a share of the CPU time the rest of the process spends
+            (sleeps between chunks); 1: as fast as it goes.
         stop: when set, verification ends early (with the chunks verified so far).
     """
     if not 0 < cpu_share <= 1:
         raise ValueError(f"cpu_share must be in (0, 1], got {cpu_share}")
-    pause = _paced(cpu_share)
-    buffer = bytearray(chunk_bytes)
-    view = memoryview(buffer)
+    pause = _paced(cpu_share, stop)
+    view = memoryview(bytearray(max((last - first for first, last, _ in table), default=1)))
     damaged: List[int] = []
     with open(beton, "rb", buffering=0) as handle:
-        for index in range(len(expected)) if chunks is None else chunks:
+        for index in range(len(table)) if chunks is None else chunks:
             if stop is not None and stop.is_set():
                 break
-            start = time.perf_counter()
-            handle.seek(index * chunk_bytes)
-            count = handle.readinto(view)
-            if count == 0 or zlib.crc32(view[:count]) != expected[index]:
+            first, last, expected = table[index]
+            if _crc32_of(handle, first, last, view) != expected:
                 damaged.append(index)
-            pause(time.perf_counter() - start)
+            pause()
     return damaged
 
 
-def images_in_chunks(beton: Path, chunks: Sequence[int], chunk_bytes: int) -> int:
-    """How many images have bytes in the chunks ``chunks`` of ``beton``: their data (FFCV's allocation
-    table) or their metadata row; a chunk that holds part of the header, the field descriptors or the
-    allocation table counts every image."""
-    from ffcv.types import ALLOC_TABLE_TYPE, FieldDescType, HeaderType, get_handlers, get_metadata_type
+@dataclass(frozen=True)
+class Damage:
+    """What damaged byte spans of a ``.beton`` hit: the parts of its index (keys of
+    :data:`INDEX_PARTS`) and the images with data bytes in them (``None`` where a damaged index leaves
+    that unknown)."""
 
-    if not chunks:
-        return 0
-    header = np.fromfile(beton, dtype=HeaderType, count=1)[0]
-    num_samples, num_fields = int(header["num_samples"]), int(header["num_fields"])
-    table_ptr = int(header["alloc_table_ptr"])
-    metadata_start = HeaderType.itemsize + num_fields * FieldDescType.itemsize
-    ranges = [(i * chunk_bytes, (i + 1) * chunk_bytes) for i in chunks]
-    if any(first < metadata_start or last > table_ptr for first, last in ranges):
-        return num_samples
-    fields = np.fromfile(beton, dtype=FieldDescType, count=num_fields, offset=HeaderType.itemsize)
-    row_bytes = get_metadata_type(get_handlers(fields)).itemsize
-    table = np.fromfile(beton, dtype=ALLOC_TABLE_TYPE, offset=table_ptr)
+    index_parts: Tuple[str, ...]
+    images: Optional[int]
+
+
+def damage_of(beton: Path, spans: Sequence[Tuple[int, int]], regions: Sequence[Region]) -> Damage:
+    """Map damaged byte ``spans`` of ``beton`` to its parts: the layout the sidecar's regions record
+    (from the file's header for an older sidecar's fixed chunks), the images through FFCV's allocation
+    table (``ffcv.types.ALLOC_TABLE_TYPE``: the images with data bytes in a span)."""
+    from ffcv.types import ALLOC_TABLE_TYPE
+
+    if not spans:
+        return Damage((), 0)
+    recorded = [(r.kind, r.start, r.end) for r in regions if r.kind != "file"]
+    layout = recorded or beton_layout(beton)
+    hit = lambda start, end: any(first < end and last > start for first, last in spans)  # noqa: E731
+    index_parts = tuple(kind for kind, start, end in layout if kind != "data" and hit(start, end))
+    if index_parts:
+        return Damage(index_parts, None)
+    ((_, data_start, data_end),) = [part for part in layout if part[0] == "data"]
+    (table_start,) = [start for kind, start, _ in layout if kind == "alloc_table"]
+    table = np.fromfile(beton, dtype=ALLOC_TABLE_TYPE, offset=table_start)
     starts = table["ptr"].astype(np.int64)
     ends = starts + table["size"].astype(np.int64)
-    samples = table["sample_id"].astype(np.int64)
-    hit = np.zeros(num_samples, dtype=bool)
-    for first, last in ranges:
-        hit[samples[(starts < last) & (ends > first)]] = True
-        # Metadata rows (height, width, mode, data pointer, label) in the chunk.
-        low = max(0, (first - metadata_start) // row_bytes)
-        high = min(num_samples, -(-(last - metadata_start) // row_bytes))
-        hit[low : max(low, high)] = True
-    return int(hit.sum())
+    images = set()
+    for first, last in spans:
+        first, last = max(first, data_start), min(last, data_end)
+        images.update(table["sample_id"][(starts < last) & (ends > first)].tolist())
+    return Damage((), len(images))
 
 
 @dataclass(frozen=True)
@@ -167,9 +268,16 @@ class ChunkReport:
 
     beton: Path
     total: int  # chunks in the file
-    checked: int  # chunks this check verified (a rank's share)
-    damaged: List[int]
-    images: int  # images with bytes in the damaged chunks
+    checked: int  # chunks this check verified (a rank's share, or all ranks' together)
+    damaged: List[int]  # indices into chunk_table(regions)
+    damage: Damage
+
+
+def report_of(beton: Path, regions: Sequence[Region], damaged: Sequence[int], checked: int) -> ChunkReport:
+    """The report for chunks ``damaged`` of ``beton`` (out of ``checked`` verified)."""
+    table = chunk_table(regions)
+    spans = [table[i][:2] for i in sorted(set(damaged))]
+    return ChunkReport(beton, len(table), checked, sorted(set(damaged)), damage_of(beton, spans, regions))
 
 
 def check_chunks(
@@ -181,19 +289,23 @@ def check_chunks(
 ) -> Optional[ChunkReport]:
     """Verify the chunks ``i`` of ``beton`` with ``i % world_size == rank`` against its sidecar; ``None``
     where the sidecar records no checksums."""
-    recorded = recorded_checksums(beton)
-    if recorded is None:
+    regions = recorded_regions(beton)
+    if regions is None:
         return None
-    chunk_bytes, expected = recorded
-    share = range(rank, len(expected), world_size)
-    damaged = damaged_chunks(beton, chunk_bytes, expected, share, cpu_share, stop)
-    return ChunkReport(beton, len(expected), len(share), damaged, images_in_chunks(beton, damaged, chunk_bytes))
+    table = chunk_table(regions)
+    share = range(rank, len(table), world_size)
+    return report_of(beton, regions, damaged_chunks(beton, table, share, cpu_share, stop), len(share))
 
 
 def damage_line(report: ChunkReport, rank: Optional[int] = None) -> str:
-    """``3 of 120 chunks damaged (about 41 images)``, naming the rank's share when ``rank`` is given."""
+    """``3 of 120 chunks damaged (41 images)``, or, where a chunk of the file's index is damaged,
+    ``its index is damaged (allocation table): ...``; naming the rank's share when ``rank`` is given."""
     share = f", rank {rank}'s share of {report.checked}" if rank is not None else ""
-    return f"{len(report.damaged)} of {report.total} chunks damaged{share} (about {report.images} images)"
+    chunks = f"{len(report.damaged)} of {report.total} chunks damaged{share}"
+    if report.damage.index_parts:
+        parts = " and ".join(INDEX_PARTS[kind] for kind in report.damage.index_parts)
+        return f"its index is damaged ({parts}), so no image can be trusted to be read right ({chunks})"
+    return f"{chunks} ({report.damage.images} images)"
 
 
 def no_checksums_note(beton: Path) -> str:
@@ -203,17 +315,33 @@ def no_checksums_note(beton: Path) -> str:
     )
 
 
+def check_group(world_size: int) -> Optional[Any]:
+    """A gloo process group of its own for one :class:`BackgroundCheck`'s gather, or ``None`` outside an
+    initialised ``torch.distributed`` run of two or more processes. Every rank creates it from its main
+    thread in the same order; the check's gather on it then never meets the training's collectives."""
+    if world_size < 2:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist.new_group(backend="gloo")
+
+
 class BackgroundCheck(threading.Thread):
     """A daemon thread that verifies this rank's share of ``beton``'s chunks while training runs and prints
-    one line to ``out``: a warning if any chunk is damaged, a note if the file records no checksums (rank 0
-    only), or why the check stopped if it failed. Silent on a good file.
+    one line to ``out``: a warning if any chunk is damaged, a note if the file records no checksums, or
+    why the check stopped if it failed. Silent on a good file. With a ``group`` (:func:`check_group`) the
+    ranks gather their shares when all are done and rank 0 alone prints the line, for the whole file;
+    without one each rank prints its own share's line.
 
     Args:
         beton: the file.
         rank: this process's global rank (verifies chunks ``i % world_size == rank``).
         world_size: number of processes.
-        cpu_share: time share of one CPU the check may take.
+        cpu_share: the check's CPU time as a share of the rest of the process's.
         out: where the line goes (default: ``sys.stderr`` at the time of printing).
+        group: the process group the ranks gather their results on.
     """
 
     def __init__(
@@ -223,34 +351,66 @@ class BackgroundCheck(threading.Thread):
         world_size: int = 1,
         cpu_share: float = CPU_SHARE,
         out: Optional[TextIO] = None,
+        group: Optional[Any] = None,
     ) -> None:
         super().__init__(name=f"chunk check {beton.name}", daemon=True)
         self.beton, self.rank, self.world_size = Path(beton), rank, world_size
         self.cpu_share = min(1.0, cpu_share)
-        self.out = out
+        self.out, self.group = out, group
         self.stop_event = threading.Event()
-        self.report: Optional[ChunkReport] = None
+        self.report: Optional[ChunkReport] = None  # this rank's share
+        self.file_report: Optional[ChunkReport] = None  # all ranks' shares together (rank 0, with a group)
         self.line: Optional[str] = None
 
     def _print(self, line: str) -> None:
         self.line = line
         print(line, file=self.out or sys.stderr, flush=True)
 
+    def _stopped_line(self, reason: str) -> str:
+        return f"warning: {self.beton}: the chunk check stopped ({reason}); run shufflenet-pl check {self.beton}"
+
     def run(self) -> None:
+        error: Optional[str] = None
         try:
             self.report = check_chunks(self.beton, self.rank, self.world_size, self.cpu_share, self.stop_event)
-        except Exception as error:  # noqa: BLE001 - reported as one line; training goes on
-            self._print(
-                f"warning: {self.beton}: the chunk check stopped ({type(error).__name__}: {error}); "
-                f"run shufflenet-pl check {self.beton} to verify it"
-            )
-            return
-        if self.report is None:
-            if self.rank == 0:
-                self._print(no_checksums_note(self.beton))
-        elif self.report.damaged:
+        except Exception as failure:  # noqa: BLE001 - reported as one line; training goes on
+            error = f"{type(failure).__name__}: {failure}"
+        if self.group is None:
             rank = self.rank if self.world_size > 1 else None
-            self._print(f"warning: {self.beton}: {damage_line(self.report, rank)}; {FIX}")
+            if error is not None:
+                self._print(self._stopped_line(error))
+            elif self.report is None:
+                if self.rank == 0:
+                    self._print(no_checksums_note(self.beton))
+            elif self.report.damaged:
+                self._print(f"warning: {self.beton}: {damage_line(self.report, rank)}; {FIX}")
+            return
+        self._gather(error)
+
+    def _gather(self, error: Optional[str]) -> None:
+        """Every rank's share on rank 0 (each rank takes part, whatever it found), one line for the file."""
+        import torch.distributed as dist
+
+        mine = {"error": error, "checked": 0, "damaged": []}
+        if self.report is not None:
+            mine.update(checked=self.report.checked, damaged=self.report.damaged)
+        elif error is None:
+            mine["error"] = "no checksums"
+        shares: List[Any] = [None] * self.world_size
+        dist.all_gather_object(shares, mine, group=self.group)
+        if self.rank != 0:
+            return
+        errors = [share["error"] for share in shares if share["error"] not in (None, "no checksums")]
+        if errors:
+            self._print(self._stopped_line(errors[0]))
+        elif any(share["error"] == "no checksums" for share in shares):
+            self._print(no_checksums_note(self.beton))
+        else:
+            regions = recorded_regions(self.beton) or []
+            damaged = [index for share in shares for index in share["damaged"]]
+            self.file_report = report_of(self.beton, regions, damaged, sum(share["checked"] for share in shares))
+            if self.file_report.damaged:
+                self._print(f"warning: {self.beton}: {damage_line(self.file_report)}; {FIX}")
 
 
 # --- shufflenet-pl check ---------------------------------------------------------------------

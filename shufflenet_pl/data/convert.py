@@ -9,7 +9,7 @@ run with the full list and no output (``--on-error stop``, the default). JPEGs t
 is applied (as the ImageFolder datamodule does: both decode to the pixels of :func:`open_rgb`). A
 class folder without images is refused, naming it. The ``.beton`` is written under a temporary name
 and renamed when complete, next to a sidecar ``<name>.beton.json`` (classes, settings, source
-fingerprint, byte count, skipped files, a CRC-32 of every 4 MiB chunk) that makes a re-run with the
+fingerprint, byte count, skipped files, chunk CRC-32s) that makes a re-run with the
 same inputs and settings a no-op, tells the datamodule the class names, and lets it recognise a
 truncated copy (:func:`check_beton_complete`) or a damaged one (:mod:`shufflenet_pl.data.beton_check`).
 The writer's worker processes die with the converter (a ``kill -9`` leaves no orphan writing on),
@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 
 
 from ..files import NoSpaceError, no_space_error
-from .beton_check import chunk_checksums
+from .beton_check import region_checksums
 from .common import InputError, private_temporary_path, usable_cpus
 from .progress import Progress
 
@@ -792,7 +792,7 @@ def convert_split(
             "files": [os.path.relpath(p, split_dir) for p, _ in good] if len(good) <= _MAX_LISTED_FILES else [],
             "skipped": [list(s) for s in skipped],
             "passed_through": passed_through,  # JPEGs stored as their own bytes
-            **chunk_checksums(tmp),  # what the loader and `shufflenet-pl check` verify
+            **region_checksums(tmp),  # what the loader and `shufflenet-pl check` verify
         }
         tmp_sidecar = private_temporary_path(sidecar)
         tmp_sidecar.write_text(json.dumps(info, indent=1))

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
-from .beton_check import CPU_SHARE, BackgroundCheck
+from .beton_check import CPU_SHARE, BackgroundCheck, check_group
 from .convert import check_beton_complete
 from .jit_cache import cache_typed_containers, pipeline_cache
 from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
@@ -253,9 +253,10 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
 
     def _start_chunk_check(self, path: Path) -> None:
         """Verify this rank's share of ``path``'s chunk checksums in a daemon thread while training runs
-        (once per file): one line if any chunk is damaged."""
+        (once per file): one line if any chunk is damaged, from rank 0 for all ranks' shares."""
         if path not in self.chunk_checks:
-            check = BackgroundCheck(path, self.rank, self.world_size, cpu_share=CPU_SHARE * max(1, self.num_workers))
+            group = check_group(self.world_size)
+            check = BackgroundCheck(path, self.rank, self.world_size, cpu_share=CPU_SHARE, group=group)
             self.chunk_checks[path] = check
             check.start()
 
