@@ -97,7 +97,9 @@ def _read_at(path: Path, dtype: np.dtype, offset: int, count: int) -> np.ndarray
         file.seek(offset)
         data = file.read(dtype.itemsize * count)
     if len(data) < dtype.itemsize * count:
-        raise InputError(
+        from .data.convert import TruncatedBetonError
+
+        raise TruncatedBetonError(
             f"{path} is truncated: {path.stat().st_size} bytes, shorter than its FFCV header; "
             f"write it again (shufflenet-pl convert ... --force) or copy it again"
         )
