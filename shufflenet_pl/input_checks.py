@@ -8,6 +8,7 @@ Nothing here imports Lightning; FFCV's file layout (``ffcv.types``) is imported 
 """
 
 import importlib
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -157,9 +158,31 @@ def _ffcv_files(init: Mapping[str, Any], subcommand: str, batch_size: Any) -> No
         )
 
 
+def _imagefolder_files(init: Mapping[str, Any], subcommand: str, batch_size: Any) -> None:
+    """A training batch larger than the training images (counted only up to the batch size: cheap on
+    ImageNet too)."""
+    if init.get("demo") or subcommand != "fit" or not isinstance(batch_size, int):
+        return
+    from .data.convert import IMAGE_EXTENSIONS
+
+    train = Path(str(init.get("root", "data/demo"))) / "train"
+    if not train.is_dir():
+        return  # the datamodule names a missing folder itself
+    count = 0
+    for _, _, files in os.walk(train, followlinks=True):
+        count += sum(name.lower().endswith(IMAGE_EXTENSIONS) for name in files)
+        if count >= batch_size:
+            return
+    raise InputError(
+        f"data.batch_size={batch_size} is larger than the {count} training images in {train}; "
+        f"give a batch size of at most {count}"
+    )
+
+
 def check_run_config(config: Mapping[str, Any], subcommand: str = "fit") -> None:
     """Every check of a parsed or resolved run config (a plain mapping, as ``--print_config`` writes it):
-    the batch size, the network's widths and, for the FFCV datamodule, its ``.beton`` files.
+    the batch size, the network's widths, the FFCV datamodule's ``.beton`` files and, for both datamodules,
+    a training batch larger than the training set.
 
     Args:
         config: the subcommand's config (``data``, ``model`` and ``trainer`` at its top).
@@ -180,6 +203,8 @@ def check_run_config(config: Mapping[str, Any], subcommand: str = "fit") -> None
         check_network(network.get("init_args") or {})
     if class_path.endswith("FFCVImageNetDataModule"):
         _ffcv_files(init, subcommand, batch_size)
+    elif class_path.endswith("ImageFolderDataModule"):
+        _imagefolder_files(init, subcommand, batch_size)
 
 
 def _build_network(network: Mapping[str, Any], num_classes: Optional[int]) -> Any:
