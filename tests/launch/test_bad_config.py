@@ -155,7 +155,7 @@ def _yaml(path: Path, config: Dict[str, Any]) -> Path:
         ("unknown-key", ["data.init_args.batch_sise: shufflenet_pl.data.FFCVImageNetDataModule has no such"]),
         ("yaml-syntax", ["bad.yaml:2:6: not valid YAML", "fix the file"]),
         ("batch-0", ["data.batch_size must be >= 1, got 0"]),
-        ("names", ["holds the fields img (RGBImageField)"]),
+        ("batch-too-large", ["data.batch_size=7 is larger than the 6 training images"]),
     ],
 )
 def test_bad_config_is_one_line_and_leaves_nothing(
@@ -166,7 +166,7 @@ def test_bad_config_is_one_line_and_leaves_nothing(
     case: str,
     expected: list,
 ) -> None:
-    config = _config(bad_roots.get(case, tiny_betons), 0 if case == "batch-0" else 2)
+    config = _config(bad_roots.get(case, tiny_betons), {"batch-0": 0, "batch-too-large": 7}.get(case, 2))
     if case == "unknown-key":
         config["data"]["init_args"]["batch_sise"] = config["data"]["init_args"].pop("batch_size")
     config_file = _yaml(tmp_path / "bad.yaml", config)
