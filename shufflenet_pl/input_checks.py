@@ -179,14 +179,15 @@ def _imagefolder_files(init: Mapping[str, Any], subcommand: str, batch_size: Any
     )
 
 
-def check_run_config(config: Mapping[str, Any], subcommand: str = "fit") -> None:
+def check_run_config(config: Mapping[str, Any], subcommand: Optional[str] = "fit") -> None:
     """Every check of a parsed or resolved run config (a plain mapping, as ``--print_config`` writes it):
     the batch size, the network's widths, the FFCV datamodule's ``.beton`` files and, for both datamodules,
     a training batch larger than the training set.
 
     Args:
         config: the subcommand's config (``data``, ``model`` and ``trainer`` at its top).
-        subcommand: ``fit`` checks ``train.beton`` too; the others read only ``val.beton``.
+        subcommand: ``fit`` checks ``train.beton`` too; the others read only ``val.beton``; ``None``
+            (classes built without a run) checks the values only.
 
     Raises:
         InputError: naming the first key or file that cannot work.
@@ -201,6 +202,8 @@ def check_run_config(config: Mapping[str, Any], subcommand: str = "fit") -> None
     network = model.get("model") if isinstance(model, Mapping) else None
     if isinstance(network, Mapping) and str(network.get("class_path", "")).endswith("ShuffleNetV2"):
         check_network(network.get("init_args") or {})
+    if subcommand is None:
+        return
     if class_path.endswith("FFCVImageNetDataModule"):
         _ffcv_files(init, subcommand, batch_size)
     elif class_path.endswith("ImageFolderDataModule"):

@@ -189,7 +189,7 @@ class ShuffleNetCLI(LightningCLI):
             remove_wandb_loggers(self.config.get(str(self.subcommand), self.config).trainer)
         subcommand_config = self.config.get(str(self.subcommand), self.config)
         try:  # bad values and files: one line before anything is built (no run folder, no W&B run)
-            check_run_config(subcommand_config.as_dict(), str(self.subcommand))
+            check_run_config(subcommand_config.as_dict(), self.subcommand)
         except InputError as err:
             self.parser.exit(2, f"error: {err}\n")
         # The link below overrides the network's class count with the data's: remember a count the user
