@@ -142,6 +142,12 @@ def _ffcv_files(init: Mapping[str, Any], subcommand: str, batch_size: Any) -> No
     if init.get("demo"):
         return  # generated and converted under root on first use
     root = Path(str(init.get("root", "data/demo")))
+    if subcommand == "fit" and not (root / "train.beton").is_file() and not (root / "train").is_dir():
+        raise InputError(
+            f"data.root: {root / 'train'} does not exist, as train.beton or as an ImageFolder folder; write "
+            f"{root / 'train.beton'} with `shufflenet-pl convert IMAGEFOLDER_ROOT {root}`, or set data.demo=true "
+            f"for the built-in demo set"
+        )
     splits = ("train", "val") if subcommand == "fit" else ("val",)
     counts = {split: beton_num_samples(root / f"{split}.beton") for split in splits}
     train = root / "train.beton"
