@@ -54,10 +54,9 @@ def resolve_config(training_args: List[str]) -> Dict[str, Any]:
         if exit_.code not in (0, None):
             # jsonargparse prints the whole usage first; the error is what the user needs.
             lines = err.getvalue().splitlines()
-            start = next((i for i, line in enumerate(lines) if line.startswith("error:")), 0)
+            errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
             raise LaunchError(
-                "the training config does not parse (`shufflenet-pl fit --help` lists the keys):\n"
-                + "\n".join(lines[start:]).strip()
+                errors[0] if errors else " ".join(lines[-1:]) or "the training config does not parse"
             ) from None
     config = yaml.safe_load(out.getvalue())
     if not isinstance(config, dict) or "trainer" not in config:

@@ -4,6 +4,7 @@ folder, has not finished and runs nowhere."""
 import argparse
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 from .errors import LaunchError, say
 from .job import TrainingJob, read_json
@@ -40,6 +41,7 @@ def resume(args: argparse.Namespace) -> int:
         resources.max_failures = args.max_failures
     job = TrainingJob(str(folder), record["wandb_run_id"], executor, resources.max_failures, args.restart_from_scratch)
     checkpoint = job.resume_checkpoint()
+    _check_job_config(folder, checkpoint)
     say(
         f"resuming {folder} (W&B run {record['wandb_run_id']}) "
         + (f"from {checkpoint}" if checkpoint else "from the beginning: it has no complete checkpoint yet")
@@ -57,6 +59,24 @@ def resume(args: argparse.Namespace) -> int:
         )
     time_min = resources.time_minutes or check_partition(resources).get("time_limit_min") or FALLBACK_TIME_MIN
     return submit_slurm(args, resources, folder, [(folder, job)], time_min)
+
+
+def _check_job_config(folder: Path, checkpoint: Optional[Path]) -> None:
+    """The job's ``config.yaml`` (edited since, perhaps) gets fit's input checks, and the checkpoint it
+    resumes from must fit the network it builds: a refusal here is one line, before anything is submitted."""
+    import yaml
+
+    from shufflenet_pl.input_checks import check_checkpoint_fits, check_run_config, check_yaml_file
+
+    config_file = folder / "config.yaml"
+    check_yaml_file(config_file, option="--resume")
+    config = yaml.safe_load(config_file.read_text()) or {}
+    check_run_config(config, "fit")
+    if checkpoint is not None:
+        try:
+            check_checkpoint_fits(checkpoint, config)
+        except ValueError as err:
+            raise LaunchError(f"--resume {folder}: {err}; or edit {config_file} back") from None
 
 
 #: A job in these states still runs or will: resuming it would start a second copy.

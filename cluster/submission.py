@@ -59,7 +59,10 @@ def launch(argv: Sequence[str]) -> int:
     elements = parse_sweeps(args.sweep)
     # Every element's config parses (and its batch fits the processes) before anything is made or asked.
     configs = [(choices, resolve_config([*training_args, *sweep_args(choices)])) for choices in elements]
+    from shufflenet_pl.input_checks import check_run_config
+
     for _, config in configs:
+        check_run_config(config, "fit")  # the checks `shufflenet-pl fit` runs, before any folder is made
         check_batch(config, resources)
     executor, reachable = choose_executor(args.cluster, dry_run=args.dry_run, nodes=resources.nodes)
     time_min = resources.time_minutes or FALLBACK_TIME_MIN

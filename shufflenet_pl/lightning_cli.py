@@ -3,8 +3,10 @@
 Lightning."""
 
 import argparse
-import sys
 import importlib
+import re
+import shutil
+import sys
 import inspect
 from pathlib import Path
 from typing import Any, List, NoReturn, Optional
@@ -17,6 +19,7 @@ from .callbacks import PredictionWriter
 from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
 from .data.common import InputError, per_device_batch_size
 from .files import NoSpaceError
+from .input_checks import check_run_config, check_yaml_file, config_files
 from .joblock import lock_holder
 from .tools import tools_epilog
 from .module import ImageClassifier
@@ -63,11 +66,22 @@ def _input_error(err: BaseException) -> BaseException:
     return found
 
 
+_UNKNOWN_OPTION = re.compile(r"class_path '([^']+)':\s*Option '([^']+)' is not accepted")
+
+
 def one_line_parse_error(message: str) -> str:
     """jsonargparse's many-line message (a Union dump, a YAML error) as one line: the dotted key
     path of the nested ``Parser key`` lines and the innermost reason."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     keys = [line.split('"')[1] for line in lines if line.startswith('Parser key "') and line.count('"') >= 2]
+    unknown = _UNKNOWN_OPTION.search(" ".join(lines))
+    if keys and unknown:  # a misspelt key of a class: name it, not the whole given value
+        class_path, option = unknown.groups()
+        key = ".".join(dict.fromkeys(keys))
+        return (
+            f"{key}.init_args.{option}: {class_path} has no such parameter; check its spelling "
+            f"(`shufflenet-pl fit --help` lists the accepted keys)"
+        )
     reasons = [
         line for line in lines if line.startswith(("Expected", "Key ", "No action", "Unrecognized", "unrecognized"))
     ]
@@ -78,6 +92,41 @@ def one_line_parse_error(message: str) -> str:
         reason = reasons[0] if reasons else lines[-1]
         return f"{key}: {reason}; see --help for the accepted keys and types"
     return " ".join(lines)
+
+
+def remove_empty_offline_runs(trainer: Any) -> List[Path]:
+    """Remove the offline W&B runs that this process started and logged no metric to (a run that
+    failed before its first step): `wandb sync` would upload them as empty runs. Runs with metrics,
+    online runs and the runs of other processes stay. Returns the removed folders."""
+    from .tracking import WandbLogger
+
+    removed = []
+    for logger in getattr(trainer, "loggers", None) or []:
+        run = getattr(logger, "_experiment", None)
+        if not isinstance(logger, WandbLogger) or logger.mode != "offline" or run is None or logger._rows:
+            continue
+        folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
+        # The config copy that RunConfigSaver put beside the run: <save_dir>/<project>/<run id>/config.yaml.
+        config_folder = Path(logger.save_dir or ".") / str(logger.name) / str(run.id)
+        try:  # silently: wandb's closing lines ("wandb sync ...") would offer the run that goes away
+            run._settings.silent = True
+            run.finish(exit_code=1)
+        except Exception:  # a service that is gone: its files are removed all the same
+            pass
+        logger._experiment = None
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+        if config_folder.is_dir() and {p.name for p in config_folder.iterdir()} <= {"config.yaml"}:
+            shutil.rmtree(config_folder, ignore_errors=True)
+            if not any(config_folder.parent.iterdir()):
+                config_folder.parent.rmdir()
+        wandb_dir = folder.parent
+        for link in (wandb_dir / "latest-run", wandb_dir / "debug.log", wandb_dir / "debug-internal.log"):
+            if link.is_symlink() and not link.exists():  # pointed into the removed run
+                link.unlink()
+        if wandb_dir.is_dir() and not any(wandb_dir.iterdir()):
+            wandb_dir.rmdir()
+    return removed
 
 
 class _OneLineErrorParser(LightningArgumentParser):
@@ -125,9 +174,24 @@ class ShuffleNetCLI(LightningCLI):
             apply_on="instantiate",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        given = sys.argv[1:] if args is None else args
+        if isinstance(given, (list, tuple)):
+            for path in config_files([str(arg) for arg in given]):
+                try:  # a file that is not YAML, named with its line (jsonargparse says "<unicode string>")
+                    check_yaml_file(Path(path))
+                except InputError as err:
+                    parser.exit(2, f"error: {err}\n")
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
         if self._get(self.config, "no_wandb"):
             remove_wandb_loggers(self.config.get(str(self.subcommand), self.config).trainer)
+        subcommand_config = self.config.get(str(self.subcommand), self.config)
+        try:  # bad values and files: one line before anything is built (no run folder, no W&B run)
+            check_run_config(subcommand_config.as_dict(), self.subcommand)
+        except InputError as err:
+            self.parser.exit(2, f"error: {err}\n")
         # The link below overrides the network's class count with the data's: remember a count the user
         # asked for (one that is not the network's default), to refuse a different one instead of ignoring it.
         self._requested_num_classes = _explicit_num_classes(self._get(self.config, "model.model", None))
@@ -193,7 +257,11 @@ class ShuffleNetCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except (InputError, NoSpaceError) as err:  # a bad file or setting, a full disk: one line
+            remove_empty_offline_runs(self.trainer)
             self.parser.exit(2, f"error: {err.strerror if isinstance(err, NoSpaceError) else err}\n")
+        except BaseException:
+            remove_empty_offline_runs(self.trainer)
+            raise
 
     def _check_batch_divides(self) -> None:
         """The global batch must divide over all processes: checked here, in the launching process,

@@ -208,6 +208,8 @@ def _die_with(parent_pid: int) -> None:
 
 
 def _check(path: str) -> Optional[str]:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"broken symbolic link (to {os.readlink(path)}); fix or remove the link"
     try:
         array = load_rgb(path)
     except Exception as err:  # noqa: BLE001 - any failure to decode is reported per file
@@ -631,7 +633,8 @@ def _ffcv_writer(display: Progress, beton: Path) -> Iterator[None]:
 def _fingerprint(samples: Sequence[Tuple[str, int]], root: Path) -> str:
     digest = hashlib.sha256()
     for path, label in samples:
-        stat = os.stat(path)
+        # A broken link counts by the link itself: it is then refused or skipped with the undecodable files.
+        stat = os.stat(path) if os.path.exists(path) else os.lstat(path)
         digest.update(f"{os.path.relpath(path, root)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 

@@ -32,9 +32,16 @@ from torch import Tensor
 from . import quiet_numba  # noqa: F401  (silences numba's exit-time finalizer noise; see module)
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .beton_check import CPU_SHARE, BackgroundCheck, check_group
-from .convert import check_beton_complete
+from ..input_checks import beton_num_samples
 from .jit_cache import cache_typed_containers, pipeline_cache
-from .common import IMAGENET_MEAN, IMAGENET_STD, check_crop_args, default_num_workers, per_device_batch_size
+from .common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputError,
+    check_crop_args,
+    default_num_workers,
+    per_device_batch_size,
+)
 from .ordering import (
     ResumableLoader,
     TrainLoaderStateMixin,
@@ -165,9 +172,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
         self.train_res = train_res
         self.val_res = val_res
         self.classes: List[str] = self._find_classes(num_classes)
-        for beton in (self.train_path, self.val_path):  # a truncated copy: one named error now, not ffcv's later
+        for beton in (self.train_path, self.val_path):  # a bad or truncated file: one named error now, not ffcv's later
             if beton.is_file():
-                check_beton_complete(beton)
+                beton_num_samples(beton)
         self.train_loader: Optional["Loader"] = None
         self.val_loader: Optional["Loader"] = None
         self._train_decoder: Optional["SeededRandomResizedCropDecoder"] = None
@@ -195,8 +202,9 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
                     f"folder; write {self.train_path} with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`, "
                     f"or set data.demo=true for the built-in demo set"
                 )
-            raise ValueError(
-                f"data.num_classes is needed: {self.train_path} has no {self.train_path.name}.json sidecar"
+            raise InputError(
+                f"{self.train_path} has no {self.train_path.name}.json sidecar (the converter writes it beside the "
+                f"file with the class names); copy it too, or set data.num_classes"
             )
         return list(info_classes)
 
@@ -242,7 +250,7 @@ class FFCVImageNetDataModule(TrainLoaderStateMixin, L.LightningDataModule):
             raise FileNotFoundError(
                 f"data.root: {path} does not exist; write it with `shufflenet-pl convert IMAGEFOLDER_ROOT {self.root}`"
             )
-        check_beton_complete(path)
+        beton_num_samples(path)
         self._start_chunk_check(path)
         quasi = self.hparams.order == "quasi_random" and path == self.train_path
         with pipeline_cache():  # a second start loads the pipeline's numba code from disk (see jit_cache)
