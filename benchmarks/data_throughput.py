@@ -780,6 +780,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         f"  JIT warm-up of our loader: {warmup[ours_name]:.1f} s (first epoch; with the disk cache filled by an "
         f"earlier run, this is the cached start)"
     )
+    if jpegs:
+        from benchmarks.loader_profile import print_profile, profile_loader
+
+        print(f"where a worker's time goes inside the loader, ours {profiled} (benchmarks/loader_profile.py):")
+        breakdown = [profile_loader(betons[profiled], args.res, args.batch, w, epochs=1) for w in args.workers]
+        print_profile(breakdown)
+        report["loader_breakdown"] = {str(row["workers"]): row for row in breakdown}
     if args.startup:
         from benchmarks.data_startup import measure_startup
 

@@ -490,6 +490,33 @@ def beton_check_cost(data: Results) -> str:
     )
 
 
+_LOADER_PARTS = ("kernel", "page_read", "preempted", "barrier", "serial", "hand_over")
+
+
+def loader_profile(data: Results) -> str:
+    """Where a loader worker's time goes, per worker count and schedule, then the barrier share
+    each schedule would have on larger machines (simulated on the measured image costs)."""
+    header = ["workers", "schedule", "images/s", *(p.replace("_", " ") for p in _LOADER_PARTS)]
+    rows = [
+        [str(r["workers"]), r["schedule"], fmt_rate(r["images_per_s"])]
+        + [f"{100 * r['share'][p]:.0f} %" for p in _LOADER_PARTS]
+        for r in data["rows"]
+    ]
+    measured = markdown_table(header, rows, "rlr" + "r" * len(_LOADER_PARTS))
+    first = data["rows"][0]
+    schedules = list(next(iter(first["simulated_barrier_share"].values())))
+    simulated_rows = [
+        [n, *(f"{100 * shares[s]:.1f} %" for s in schedules)] for n, shares in first["simulated_barrier_share"].items()
+    ]
+    simulated = markdown_table(["workers", *schedules], simulated_rows, "r" + "r" * len(schedules))
+    ratios = ", ".join(f"{w} workers {fmt_ratio(v)}" for w, v in data["largest_first_vs_static"].items())
+    return (
+        f"Share of the loader's worker-seconds ({data['images']:,} {data['source']}, {data['res']} px, batch "
+        f"{data['batch']}, {data['cpus']} CPUs); largest_first / static images/s: {ratios}.\n\n{measured}\n\n"
+        f"Barrier share if every image cost its measured CPU time, on the same batches:\n\n{simulated}"
+    )
+
+
 def headline_table() -> str:
     rows = []
     for h in HEADLINES:
@@ -570,6 +597,13 @@ TABLES = [
         beton_check_cost,
         "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 4 "
         "--check-pairs 10 --json benchmarks/results/cpu-2core/beton_check_cost.json",
+    ),
+    Table(
+        "cpu-loader-profile",
+        (f"{CPU}/loader_profile.json",),
+        loader_profile,
+        "python benchmarks/loader_profile.py /tmp/shufflenet-pl-bench/jpg_max_320_q90.beton --workers 1 2 "
+        "--epochs 3 --json benchmarks/results/cpu-2core/loader_profile.json",
     ),
     Table(
         "cpu-partial-decode",

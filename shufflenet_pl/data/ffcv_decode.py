@@ -22,6 +22,14 @@ validation, both subclasses of FFCV's ``ResizedCropRGBImageDecoder``). Per image
 
 Raw (uncompressed) images take the same path without the decoder.
 
+**Scheduling.** A batch's images run in one parallel loop over the loader's threads. numba's default
+cuts that loop into one contiguous part per thread, and since images cost up to several times one
+another (box areas differ ~12x), threads finished with their part wait for the slowest at every batch
+end. The loop instead hands images out one at a time to whichever thread is free
+(``set_parallel_chunksize(1)``), largest stored image first, so the batch ends with small images on
+every thread. Which thread decodes an image never changes its pixels. ``benchmarks/loader_profile.py``
+measures the idle share and simulates the schedules on the measured image costs.
+
 Corrupt images are counted, not hidden: libjpeg warns about corrupt entropy-coded data (a bad Huffman
 code, a marker in the middle of the data) and still returns pixels; the kernel returns status 1 then,
 and each decoder counts those images, and the ones it could not decode at all, in a process-wide table
@@ -49,10 +57,12 @@ import types as pytypes
 import weakref
 from typing import Any, Callable, Dict, Tuple
 
+import numba
 import numpy as np
 from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
@@ -121,6 +131,36 @@ _c_resize = types.ExternalFunction(
     ),
 )
 _CV_8UC3 = 16
+
+# numba's chunk size of the next parallel loop started by this thread (0: one part per thread; n: n
+# iterations at a time to whichever thread is free). By symbol, with the signatures numba's own parallel
+# loops declare in the same module; registered when numba's threads start.
+numba.get_parallel_chunksize()  # starts them, registering the symbols before any code is linked
+
+
+@intrinsic
+def _get_parallel_chunksize(typingctx):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(cgutils.intp_t, []), "get_parallel_chunksize"
+        )
+        return builder.call(function, [])
+
+    return types.uintp(), codegen
+
+
+@intrinsic
+def _set_parallel_chunksize(typingctx, size):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [cgutils.intp_t]), "set_parallel_chunksize"
+        )
+        builder.call(function, [args[0]])
+        return context.get_dummy_value()
+
+    return types.void(types.uintp), codegen
+
+
 jpeg_box.load()
 _c_jpeg_box = types.ExternalFunction(
     jpeg_box.SYMBOL,
@@ -499,6 +539,17 @@ def decode_center_crop(
     return decode_box(data, mode, height, width, top, left, h, w, False, temp, out, interpolation)
 
 
+@njit(nogil=True, cache=True)
+def largest_first(batch_indices: np.ndarray, metadata: np.ndarray) -> np.ndarray:
+    """Positions ``0..len(batch_indices)-1`` of a batch, its largest stored images (height x width)
+    first; ties keep batch order. The order in which the parallel loop hands images out."""
+    areas = np.empty(len(batch_indices), dtype=np.int64)
+    for position in range(len(batch_indices)):
+        field = metadata[batch_indices[position]]
+        areas[position] = -np.int64(field["height"]) * np.int64(field["width"])
+    return np.argsort(areas, kind="mergesort")
+
+
 # --- FFCV operations --------------------------------------------------------------------------
 _KERNELS = (
     "_mix64",
@@ -510,6 +561,7 @@ _KERNELS = (
     "_resize_into",
     "_mirror_rows",
     "_count_statuses",
+    "largest_first",
     "decode_jpeg_box",
     "decode_box",
     "decode_random_crop",
@@ -624,12 +676,17 @@ class SeededRandomResizedCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder)
         interpolation = np.int64(self.interpolation)
         tree = _kernel_tree()
         kernel, count_statuses = tree["decode_random_crop"], tree["_count_statuses"]
+        schedule = tree["largest_first"]
 
         def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
             destination, temp_storage = my_storage
             seed, epoch = _load_run_value(row, 0), _load_run_value(row, 1)
             statuses = np.zeros(len(batch_indices), dtype=np.int64)
-            for dst_ix in my_range(len(batch_indices)):
+            order = schedule(batch_indices, metadata)
+            previous = _get_parallel_chunksize()
+            _set_parallel_chunksize(np.uintp(1))
+            for position in my_range(len(batch_indices)):
+                dst_ix = order[position]
                 source_ix = batch_indices[dst_ix]
                 field = metadata[source_ix]
                 data = memory_read(field["data_ptr"], storage_state)
@@ -649,6 +706,7 @@ class SeededRandomResizedCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder)
                     destination[dst_ix],
                     interpolation,
                 )
+            _set_parallel_chunksize(previous)
             count_statuses(row, statuses)
             return destination[: len(batch_indices)]
 
@@ -687,11 +745,16 @@ class CenterCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder):
         row = np.int64(self._row)
         tree = _kernel_tree()
         kernel, count_statuses = tree["decode_center_crop"], tree["_count_statuses"]
+        schedule = tree["largest_first"]
 
         def decode(batch_indices, my_storage, metadata, storage_state):  # type: ignore[no-untyped-def]
             destination, temp_storage = my_storage
             statuses = np.zeros(len(batch_indices), dtype=np.int64)
-            for dst_ix in my_range(len(batch_indices)):
+            order = schedule(batch_indices, metadata)
+            previous = _get_parallel_chunksize()
+            _set_parallel_chunksize(np.uintp(1))
+            for position in my_range(len(batch_indices)):
+                dst_ix = order[position]
                 field = metadata[batch_indices[dst_ix]]
                 data = memory_read(field["data_ptr"], storage_state)
                 statuses[dst_ix] = kernel(
@@ -704,6 +767,7 @@ class CenterCropDecoder(_CorruptCounts, ResizedCropRGBImageDecoder):
                     destination[dst_ix],
                     interpolation,
                 )
+            _set_parallel_chunksize(previous)
             count_statuses(row, statuses)
             return destination[: len(batch_indices)]
 

@@ -250,6 +250,47 @@ def test_same_seed_same_batches_for_any_worker_count(demo_beton_root: Path) -> N
     assert _epoch_images(two, 2).shape == (200, 3, 32, 32)
 
 
+def test_a_batch_hands_out_its_largest_stored_images_first() -> None:
+    metadata = np.zeros(6, dtype=[("height", "<u4"), ("width", "<u4")])
+    metadata["height"] = [100, 300, 200, 300, 50, 400]
+    metadata["width"] = [100, 300, 300, 300, 50, 100]
+    batch = np.array([4, 1, 0, 3, 2, 5], dtype=np.uint64)  # areas 2500, 90000, 10000, 90000, 60000, 40000
+    order = fd.largest_first(batch, metadata)
+    assert order.tolist() == [1, 3, 4, 5, 2, 0]  # equal areas keep batch order
+
+
+@pytest.mark.slow
+def test_images_of_many_sizes_decode_bitwise_alike_on_any_worker_count(tmp_path: Path) -> None:
+    """Which thread decodes an image, and in which order, never changes a batch."""
+    from ffcv.fields.decoders import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor
+
+    from benchmarks.data_throughput import make_imagenet_like_jpegs
+    from shufflenet_pl.data.convert import convert_split
+    from shufflenet_pl.data.ffcv_epoch import start_epoch
+
+    split = make_imagenet_like_jpegs(tmp_path / "jpeg", 24)
+    beton = tmp_path / "train.beton"
+    convert_split(split, beton, write_mode="jpg", max_side=200, num_workers=1, progress=False)
+
+    def batches(workers: int, batch_size: int, decoder: object) -> torch.Tensor:
+        loader = Loader(
+            str(beton),
+            batch_size=batch_size,
+            num_workers=workers,
+            order=OrderOption.SEQUENTIAL,
+            pipelines={"image": [decoder, ToTensor()], "label": [IntDecoder(), ToTensor()]},
+        )
+        return torch.cat([images.clone() for images, _ in start_epoch(loader)])
+
+    for make in (lambda: fd.SeededRandomResizedCropDecoder((48, 48), seed=3), lambda: fd.CenterCropDecoder((48, 48))):
+        alone = batches(1, 1, make())  # one image per batch: nothing to schedule
+        assert alone.shape == (24, 48, 48, 3)
+        for workers in (1, 2):  # numba allows at most one thread per CPU
+            assert torch.equal(batches(workers, 12, make()), alone)
+
+
 def test_decoders_take_the_lowest_free_row_of_the_run_value_table() -> None:
     """Rows are part of the compiled wrapper's cache key: a freed row is reused first, so the same
     program takes the same rows in every process (and a second start finds its cached code)."""
