@@ -268,15 +268,17 @@ class _SlurmWatch:
             if attempt.peer_limit and waited:
                 survivor, failures, limit = attempt.peer_limit
                 loss = self._loss(attempt, survivor, "its peer gone")
-                self.headline = (
-                    f"job {self.job_id} stopped: {loss}, and the failure limit stopped it: it had already been "
-                    f"requeued {failures} time(s) after a lost rank (--max-failures {limit})"
-                    + (f"; {resume}" if resume else "")
+                limit_text = f"--max-failures {limit}, {failures} requeue(s) after a lost rank so far"
+                self.headline = f"job {self.job_id} stopped: {loss}; the failure limit stopped it ({limit_text})" + (
+                    f"; {resume}" if resume else ""
                 )
                 self._tell(
-                    f"limit-{restart}",
-                    f"{where}: {loss}; not requeued: the job already failed {failures} time(s) "
-                    f"(--max-failures {limit})",
+                    f"limit-{restart}", f"{where}: {loss}; not requeued: the failure limit is reached ({limit_text})"
+                )
+            if attempt.peer_error_rank is not None:
+                self._tell(
+                    f"error-{restart}",
+                    f"{where}: rank {attempt.peer_error_rank} stopped on an error (its log says which); not requeued",
                 )
 
     def _tell_slurm(self, state: JobState) -> None:
