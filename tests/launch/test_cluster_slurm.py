@@ -1,6 +1,7 @@
 """``launch.py`` on a real SLURM cluster (cluster/local/start.sh: munged, slurmctld and two slurmd on
-this host) and on the local executor: 2-process DDP (gloo) jobs, a preemption requeue that resumes
-exactly, and the same result from both executors. Slow: they train for real (~4 min on 2 cores)."""
+this host) and on the local executor: 2-process DDP (gloo) jobs, requeues after every kind of fault
+that resume exactly, what the launcher tells of each fault, and the same result from both executors.
+Slow: they train for real (~7 min on 2 cores)."""
 
 import csv
 import json
