@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
             "  python launch.py ... --dry-run                     # print the sbatch script, submit nothing\n"
             "  python launch.py --resume jobs/shufflenet-pl-20260101-120000   # continue a cancelled/failed job\n"
             f"presets (cluster/*.yaml): {', '.join(list_presets()) or 'none'}\n"
+            "exit status (--wait, and always on this machine): 0 the job finished, however often it was requeued;\n"
+            "  1 it stopped without finishing (failed, cancelled, --max-failures or --max-timeouts reached);\n"
+            "  2 a bad option or input, nothing submitted; 130 Ctrl-C (a SLURM job keeps running). Without --wait:\n"
+            "  0 once submitted.\n"
         ),
     )
     where = parser.add_argument_group("where")

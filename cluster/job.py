@@ -184,27 +184,30 @@ class TrainingJob:
             return True
         record = read_json(folder / "launch.json")
         failures: List[Dict[str, Any]] = record.setdefault("failures", [])
-        if len(failures) >= self.max_failures:
+        requeued = [failure for failure in failures if failure.get("requeued", True)]
+        failure = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "job_id": job_id,
+            "restart": int(restart),
+            "seen_by_rank": env.global_rank,
+            "error": f"{type(err).__name__}: {err}".splitlines()[0][:300],
+        }
+        if len(requeued) >= self.max_failures:
+            # The refused failure is recorded too: launch.json tells why the job stopped.
+            failures.append({**failure, "requeued": False, "limit": self.max_failures})
+            write_json_atomic(folder / "launch.json", record)
             print(
                 f"[shufflenet-pl] rank {env.global_rank}: a peer was lost and the job already failed "
-                f"{len(failures)} time(s) (--max-failures {self.max_failures}): not requeued",
+                f"{len(requeued)} time(s) (--max-failures {self.max_failures}): not requeued",
                 file=sys.stderr,
                 flush=True,
             )
             return False
-        failures.append(
-            {
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "job_id": job_id,
-                "restart": int(restart),
-                "seen_by_rank": env.global_rank,
-                "error": f"{type(err).__name__}: {err}".splitlines()[0][:300],
-            }
-        )
+        failures.append(failure)
         write_json_atomic(folder / "launch.json", record)
         print(
             f"[shufflenet-pl] rank {env.global_rank}: a peer was lost ({type(err).__name__}); requeueing job {job_id} "
-            f"(failure {len(failures)} of at most {self.max_failures}); it resumes from the newest checkpoint",
+            f"(failure {len(requeued) + 1} of at most {self.max_failures}); it resumes from the newest checkpoint",
             file=sys.stderr,
             flush=True,
         )

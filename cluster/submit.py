@@ -2,6 +2,7 @@
 executors, the submission of one job or a job array, and the dry run."""
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -167,11 +168,17 @@ def submit_slurm(
     status = 0
     for (folder, _), job in zip(jobs_to_submit, jobs):
         try:
-            wait_for(job, "slurm", follow=not array)
+            wait_for(job, "slurm", follow=not array, folder=folder)
             say(f"job {job.job_id} finished: {_summary(folder)}")
         except LaunchError as err:
             print(f"[launch] {err}", file=sys.stderr)
             status = 1
+        except KeyboardInterrupt:
+            say(
+                f"stopped following; job {job_id} keeps running (squeue -j {job_id}; scancel {job_id} stops it, "
+                f"then python launch.py --resume {folder} continues it)"
+            )
+            return 130
     return status
 
 
@@ -179,7 +186,7 @@ def run_local(resources: Resources, jobs_to_submit: List[Tuple[Path, TrainingJob
     status = 0
     for folder, training_job in jobs_to_submit:  # one after another: they share this machine
         executor = _local_executor(folder / "logs", resources)
-        job = executor.submit(training_job)
+        job = _submit_quietly(executor, training_job, folder / "logs" / "controller.log")
         _record_job_id(folder, job.job_id, None)
         say(f"running job {job.job_id} here; folder: {folder}")
         say(f"logs: {folder / 'logs'}; Ctrl-C cancels")
@@ -188,12 +195,31 @@ def run_local(resources: Resources, jobs_to_submit: List[Tuple[Path, TrainingJob
             say(f"finished: {_summary(folder)}")
         except KeyboardInterrupt:
             job.cancel()
-            say(f"cancelled; checkpoints so far are in {folder / 'checkpoints'}")
+            say(
+                f"cancelled; checkpoints so far are in {folder / 'checkpoints'}; "
+                f"continue with: python launch.py --resume {folder}"
+            )
             return 130
         except LaunchError as err:
             print(f"[launch] {err}", file=sys.stderr)
             status = 1
     return status
+
+
+def _submit_quietly(executor: Any, training_job: TrainingJob, log: Path) -> Any:
+    """Submit to the local executor with the controller's stderr in ``log``: the controller is
+    submitit's process between the launcher and the ranks, in the launcher's process group, and a
+    Ctrl-C there ends it with a traceback that belongs in the logs, not on the terminal."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with log.open("ab") as f:
+            os.dup2(f.fileno(), 2)
+        return executor.submit(training_job)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _summary(folder: Path) -> str:

@@ -10,7 +10,9 @@
 #
 # Options: --dir DIR (state folder; env SHUFFLENET_PL_SLURM_DIR), --nodes N (simulated nodes, default 2),
 #          --cpus N (CPUs per node, default: this host's), --port P (slurmctld port; slurmd use P+1..P+N,
-#          default 6817), --no-install (fail instead of apt-get installing missing packages).
+#          default 6817), --slurmd-timeout S (seconds without an answer before SLURM marks a node DOWN,
+#          default 300, SLURM's; tests of lost nodes use a few seconds), --no-install (fail instead of
+#          apt-get installing missing packages).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
@@ -18,6 +20,7 @@ DIR=${SHUFFLENET_PL_SLURM_DIR:-/tmp/shufflenet-pl-slurm}
 NODES=2
 CPUS=$(nproc)
 PORT=6817
+SLURMD_TIMEOUT=300
 INSTALL=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,12 +28,14 @@ while [ $# -gt 0 ]; do
     --nodes) NODES=$2; shift 2 ;;
     --cpus) CPUS=$2; shift 2 ;;
     --port) PORT=$2; shift 2 ;;
+    --slurmd-timeout) SLURMD_TIMEOUT=$2; shift 2 ;;
     --no-install) INSTALL=0; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "start.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$NODES" in ''|*[!0-9]*|0) echo "start.sh: --nodes must be a positive integer, got '$NODES'" >&2; exit 2 ;; esac
+case "$SLURMD_TIMEOUT" in ''|*[!0-9]*|0) echo "start.sh: --slurmd-timeout must be a positive integer, got '$SLURMD_TIMEOUT'" >&2; exit 2 ;; esac
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 say() { printf '\033[1m[local-slurm]\033[0m %s\n' "$*"; }
@@ -102,7 +107,11 @@ SelectTypeParameters=CR_Core
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
-ReturnToService=2
+# A node set DOWN (scontrol update ... state=down) stays DOWN until resumed; one that stopped answering
+# returns when it answers again.
+ReturnToService=1
+# A node whose slurmd does not answer for this long is DOWN (NOT_RESPONDING before): its jobs are requeued.
+SlurmdTimeout=$SLURMD_TIMEOUT
 # SLURM's default: what a SIGTERM-ed job (scancel, preemption) has to save its checkpoint before SIGKILL.
 KillWait=30
 # Fast restarts of requeued jobs (the default credential expiry makes a requeue wait ~2.5 min).

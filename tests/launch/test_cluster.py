@@ -585,3 +585,42 @@ def test_a_job_pickled_before_max_failures_existed_still_has_it() -> None:
     assert pickle.loads(pickle.dumps(job)).max_failures == 5
     del job.__dict__["max_failures"]  # what an earlier version pickled
     assert pickle.loads(pickle.dumps(job)).max_failures == 3
+
+
+def test_follower_leaves_the_noise_of_a_stop_in_the_logs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """From a stop (a signal, a lost peer) to the job's next start, and srun's own lines always: in the
+    log, not in the launcher's output."""
+    from cluster.follow import _LogFollower
+
+    log = tmp_path / "7_0_log.err"
+    log.write_text(
+        "[shufflenet-pl] job 7: rank 0/2 (node 0/1, local rank 0) on node1: starting from the beginning\n"
+        "Epoch 0: loss 2.3\n"
+        "[shufflenet-pl] got signal SIGUSR2: saving last.ckpt at the next batch end\n"
+        "Traceback (most recent call last):\nConnectionResetError: [Errno 104] Connection reset by peer\n"
+        "srun: error: node1: task 0: Exited with exit code 255\n"
+        "[shufflenet-pl] job 7: rank 0/2 (node 0/1, local rank 0) on node1, restart 1: resuming from last.ckpt\n"
+        "srun: error: node1: task 1: Killed\n"
+        "Epoch 1: loss 2.1"
+    )
+    follower = _LogFollower([tmp_path / "7_0_log.out", log])
+    follower.poll()
+    shown = capsys.readouterr().err
+    assert "Epoch 1" not in shown  # a line is printed once it is complete
+    follower.poll(final=True)
+    follower.poll()
+    shown += capsys.readouterr().err
+    assert "Epoch 0: loss 2.3\n" in shown and shown.endswith("restart 1: resuming from last.ckpt\nEpoch 1: loss 2.1\n")
+    for noise in ("got signal", "Traceback", "ConnectionResetError", "srun:"):
+        assert noise not in shown, noise
+
+
+def test_the_lost_rank_is_the_one_killed_not_those_slurm_stopped_then() -> None:
+    from cluster.follow import _lost_rank, _srun_entries
+
+    srun = {}
+    for line in ("srun: error: node1: task 1: Terminated", "srun: error: node2: tasks 0,2-3: Killed"):
+        for rank, how, host in _srun_entries(line):
+            srun[rank] = (how, host)
+    assert _lost_rank(srun) == (0, "killed by SIGKILL", "node2")
+    assert _lost_rank({1: ("killed by SIGTERM", "node1")}) is None  # SLURM's own stop names no one

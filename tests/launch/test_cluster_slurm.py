@@ -1,6 +1,7 @@
 """``launch.py`` on a real SLURM cluster (cluster/local/start.sh: munged, slurmctld and two slurmd on
-this host) and on the local executor: 2-process DDP (gloo) jobs, a preemption requeue that resumes
-exactly, and the same result from both executors. Slow: they train for real (~4 min on 2 cores)."""
+this host) and on the local executor: 2-process DDP (gloo) jobs, requeues after every kind of fault
+that resume exactly, what the launcher tells of each fault, and the same result from both executors.
+Slow: they train for real (~7 min on 2 cores)."""
 
 import csv
 import json
@@ -11,9 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 import torch
@@ -480,7 +482,13 @@ def _task_pid(job_id: str, rank: int) -> int:
             parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError):
             continue
-        if environ.get("SLURM_JOB_ID") == job_id and environ.get("SLURM_PROCID") == str(rank) and "submitit" in cmdline:
+        is_srun = cmdline.split("\0")[0].endswith("srun")  # the batch script's srun has rank 0's environment
+        if (
+            environ.get("SLURM_JOB_ID") == job_id
+            and environ.get("SLURM_PROCID") == str(rank)
+            and "submitit" in cmdline
+            and not is_srun
+        ):
             found[int(proc.name)] = parent
     roots = [pid for pid, parent in found.items() if parent not in found]
     assert len(roots) == 1, f"rank {rank} of job {job_id}: processes {found}"
@@ -497,9 +505,10 @@ def _log_text(folder: Path, job_id: str, rank: int = 0) -> str:
 
 
 #: The faults every optimizer step must survive exactly once: SLURM's requeue signal (time limit,
-#: preemption with a user signal), a plain SIGTERM (scancel, preemption) resumed with --resume, and a
-#: killed rank (a lost node) that the job requeues itself, from its last timed checkpoint.
-FAULTS = ["usr2", "sigterm", "kill9"]
+#: preemption with a user signal), a plain SIGTERM (scancel, preemption) resumed with --resume, a
+#: killed rank (a lost node) that the job requeues itself, from its last timed checkpoint, and its
+#: node set DOWN by an admin, which SLURM requeues itself (the job runs again on the other node).
+FAULTS = ["usr2", "sigterm", "kill9", "node-down"]
 #: (fault, datamodule): every fault with ImageFolder; the USR2 requeue with FFCV too.
 JOBS = [(fault, "imagefolder") for fault in FAULTS] + [("usr2", "ffcv")]
 
@@ -510,10 +519,11 @@ def requeued_job(
     local_slurm: Dict[str, str],
     train_config: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Tuple[str, Path, str]:
+) -> Tuple[str, Path, str, "_Output"]:
     """A 1 node x 2 process job interrupted in its second epoch by ``fault``, followed by the
-    launcher through the requeue (or the ``--resume``) to the end. USR2 is what SLURM sends at a time
-    limit (``--signal=USR2@delay``) and at preemption with ``PreemptParameters=send_user_signal``."""
+    launcher through the requeue (or the ``--resume``) to the end; with the launcher's output. USR2
+    is what SLURM sends at a time limit (``--signal=USR2@delay``) and at preemption with
+    ``PreemptParameters=send_user_signal``."""
     fault, data = request.param
     if data == "ffcv":
         train_config = request.getfixturevalue("ffcv_train_config")
@@ -564,6 +574,8 @@ def requeued_job(
         stderr=subprocess.PIPE,
         text=True,
     )
+    output = _Output(launcher)
+    node = ""
     try:
         deadline = time.time() + 400
         if fault == "kill9":  # its config's callback list replaces the ModelCheckpoint: wait for a timed save
@@ -582,16 +594,23 @@ def requeued_job(
         folder = _job_folder(jobs)
         job_id = json.loads((folder / "launch.json").read_text())["job_id"]
         assert job_id, "epoch 0 ended before the launcher recorded the job id"
+        output.fault_at = time.time()
         if fault == "usr2":
             subprocess.run(["scancel", "--signal", "USR2", job_id], env=local_slurm, check=True, timeout=60)
         elif fault == "sigterm":
             subprocess.run(["scancel", job_id], env=local_slurm, check=True, timeout=60)
+        elif fault == "node-down":
+            node = _scontrol(local_slurm, "show", "job", "-o", job_id).split(" NodeList=")[1].split()[0]
+            _scontrol(local_slurm, "update", f"nodename={node}", "state=down", "reason=maintenance test")
         else:
             os.kill(_task_pid(job_id, 1), signal.SIGKILL)
-        out, err = launcher.communicate(timeout=420)
+        launcher.wait(timeout=420)
     finally:
         if launcher.poll() is None:
             launcher.kill()
+        if node:
+            _scontrol(local_slurm, "update", f"nodename={node}", "state=resume")
+    out, err = output.text()
     if fault == "sigterm":
         # A cancel is not requeued: the job saved, said how to continue, and ended.
         assert launcher.returncode == 1, out[-3000:] + err[-5000:]
@@ -601,14 +620,50 @@ def requeued_job(
         assert f"resuming {folder}" in resumed.stdout
     else:
         assert launcher.returncode == 0, out[-3000:] + err[-5000:]
-    return fault, folder, data
+    return fault, folder, data, output
 
 
-def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str]) -> None:
+class _Output:
+    """A launcher's stdout and stderr, each line with the time it came (read by two threads)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.lines: Dict[str, List[Tuple[float, str]]] = {"out": [], "err": []}
+        self.fault_at = 0.0
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, self.lines[name]), daemon=True)
+            for name, stream in (("out", process.stdout), ("err", process.stderr))
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, lines: List[Tuple[float, str]]) -> None:
+        for line in stream:
+            lines.append((time.time(), line))
+
+    def text(self) -> Tuple[str, str]:
+        for reader in self.readers:
+            reader.join(timeout=60)
+        return "".join(line for _, line in self.lines["out"]), "".join(line for _, line in self.lines["err"])
+
+    def launcher_lines(self, pattern: str) -> List[Tuple[float, str]]:
+        """``(seconds after the fault, line)`` of the launcher's own lines that match ``pattern``."""
+        return [
+            (at - self.fault_at, line.strip())
+            for at, line in self.lines["out"] + self.lines["err"]
+            if line.startswith("[launch]") and re.search(pattern, line)
+        ]
+
+
+def _scontrol(env: Dict[str, str], *args: str) -> str:
+    return subprocess.run(["scontrol", *args], env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str, _Output]) -> None:
     """The job checkpointed at a batch boundary, was requeued (or resumed), continued from last.ckpt
     and ended with the optimizer steps of an uninterrupted run: none lost, none repeated after the
     checkpoint it resumed from; one W&B run."""
-    fault, folder, _ = requeued_job
+    fault, folder, _, _ = requeued_job
     launch = json.loads((folder / "launch.json").read_text())
     attempts = launch["attempts"]
     assert len(attempts) == 2, attempts
@@ -637,7 +692,8 @@ def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str]) -> No
     assert saved["lr_schedulers"][0]["last_epoch"] == total  # one LR step per optimizer step
 
     runs = _train_rows(folder)
-    if fault == "sigterm":  # the first attempt's rows may continue in a part of their own (W&B's service died)
+    if fault in ("sigterm", "node-down"):  # the first attempt's rows may continue in a part of their own
+        # (SLURM's SIGTERM stopped W&B's service)
         assert {run_id for run_id, _ in runs} == {launch["wandb_run_id"]} and len(runs) in (2, 3), runs
         runs = [(runs[0][0], [row for _, rows in runs[:-1] for row in rows]), runs[-1]]
     assert [run_id for run_id, _ in runs] == [launch["wandb_run_id"]] * 2  # one W&B run, two parts
@@ -712,10 +768,156 @@ def test_local_executor_gives_the_same_result(local_job: Path, two_node_job: Pat
 
 
 def test_requeued_job_trains_like_an_uninterrupted_one(
-    requeued_job: Tuple[str, Path, str], request: pytest.FixtureRequest
+    requeued_job: Tuple[str, Path, str, _Output], request: pytest.FixtureRequest
 ) -> None:
     """After the requeue the run continues with the next batch of the same data order (and, with
     FFCV, the same seeded crops and flips): the losses of every step and the final weights equal
     those of the uninterrupted run with the same datamodule."""
-    _, folder, data = requeued_job
+    _, folder, data, _ = requeued_job
     _assert_same_training(folder, request.getfixturevalue("local_ffcv_job" if data == "ffcv" else "local_job"))
+
+
+def test_failure_limit_stops_the_job_and_says_so(
+    local_slurm: Dict[str, str], train_config: Path, tmp_path: Path
+) -> None:
+    """With --max-failures 0 a killed rank 0 is not requeued: the launcher names the rank and its
+    node within seconds, says that the limit stopped the job and how to continue; launch.json records
+    the refused failure."""
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "launch.py"),
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "1",
+            "--gpus",
+            "2",
+            "--wait",
+            "--max-failures",
+            "0",
+            "--jobs-dir",
+            str(tmp_path),
+            "--config",
+            str(train_config),
+        ],
+        cwd=tmp_path,
+        env=local_slurm,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output = _Output(launcher)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("*/launch.json")) or "training from global step 0" not in _log_text(
+            _job_folder(tmp_path), _recorded_job_id(tmp_path)
+        ):
+            assert time.time() < deadline and launcher.poll() is None, output.text()
+            time.sleep(0.2)
+        folder = _job_folder(tmp_path)
+        job_id = _recorded_job_id(tmp_path)
+        output.fault_at = time.time()
+        os.kill(_task_pid(job_id, 0), signal.SIGKILL)
+        launcher.wait(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    out, err = output.text()
+    assert launcher.returncode == 1, out[-3000:] + err[-5000:]
+    node = json.loads((folder / "launch.json").read_text())["attempts"][0]["hosts"][0]
+    limit = "(--max-failures 0, 0 requeue(s) after a lost rank so far)"
+    (told,) = output.launcher_lines(r"was lost.*not requeued")
+    assert told[0] < 30 and told[1] == (
+        f"[launch] job {job_id}: rank 0 on {node} was lost (killed by SIGKILL); not requeued: the failure limit "
+        f"is reached {limit}"
+    ), told
+    assert (
+        f"[launch] job {job_id} stopped: rank 0 on {node} was lost (killed by SIGKILL); the failure limit stopped "
+        f"it {limit}; continue with: python launch.py --resume {folder}\n" in err
+    ), err[-3000:]
+    assert "Traceback" not in out
+    (refused,) = json.loads((folder / "launch.json").read_text())["failures"]
+    assert (refused["requeued"], refused["limit"], refused["seen_by_rank"]) == (False, 0, 1)
+
+
+def test_launcher_tells_the_fault_in_one_line(requeued_job: Tuple[str, Path, str, _Output]) -> None:
+    """Within 30 s of the fault, the launcher says in one line of its own what happened and what
+    follows; the shutdown noise of the stopped attempt (srun's lines, tracebacks) stays in the logs."""
+    fault, folder, _, output = requeued_job
+    launch = json.loads((folder / "launch.json").read_text())
+    job_id = launch["attempts"][0]["job_id"]
+    node = launch["attempts"][0]["hosts"][0]
+    out, err = output.text()
+    if fault == "sigterm":  # a cancel is not requeued: the failure report says how to continue
+        assert not output.launcher_lines("requeued")
+        return
+    told = output.launcher_lines(r"requeued|was lost")
+    assert len(told) == 1 and 0 < told[0][0] < 30, told
+    line = told[0][1]
+    if fault == "usr2":
+        saved_step = _log_text(folder, job_id).split("last.ckpt at global step ")[1].split()[0]
+        assert line == (
+            f"[launch] job {job_id} requeued (preemption signal SIGUSR2); it resumes from last.ckpt at "
+            f"global step {saved_step}"
+        )
+    elif fault == "kill9":
+        assert line.startswith(
+            f"[launch] job {job_id}: rank 1 on {node} was lost (killed by SIGKILL); the job requeued itself "
+            "(failure 1 of at most 3)"
+        ), line
+    else:
+        assert line.startswith(f"[launch] job {job_id} requeued by SLURM: {node} is DOWN (maintenance test)"), line
+        assert launch["attempts"][1]["hosts"] != [node]  # it ran again on the other node
+    # what the stopping attempt wrote stays in its logs
+    noise = ("got signal", "Caught signal", "Traceback", "srun: ", "slurmstepd", "Exited with exit code")
+    for text in (*noise, "ConnectionResetError", "failed;"):
+        assert text not in out + err, text
+
+
+def test_ctrl_c_cancels_a_local_job_in_one_line(
+    local_slurm: Dict[str, str], train_config: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) cancels a job on this
+    machine with one line that says where its checkpoints are and how to continue; no traceback."""
+    env = {k: v for k, v in local_slurm.items() if k != "SLURM_CONF"}
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "launch.py"),
+            "--cluster",
+            "local",
+            "--gpus",
+            "2",
+            "--cpu",
+            "--jobs-dir",
+            str(tmp_path),
+            "--config",
+            str(train_config),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("*/logs/*_0_log.err")) or "training from global step 0" not in (
+            next(tmp_path.glob("*/logs/*_0_log.err")).read_text(errors="replace")
+        ):
+            assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
+            time.sleep(0.2)
+        os.killpg(launcher.pid, signal.SIGINT)
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    folder = _job_folder(tmp_path)
+    assert launcher.returncode == 130, out[-3000:] + err[-3000:]
+    assert (
+        f"[launch] cancelled; checkpoints so far are in {folder / 'checkpoints'}; continue with: "
+        f"python launch.py --resume {folder}\n" in out
+    ), out[-2000:]
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err[-3000:]
