@@ -15,6 +15,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .callbacks import PredictionWriter
 from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
+from .cuda_driver import accelerator_problem
 from .data.common import InputError, per_device_batch_size
 from .files import NoSpaceError
 from .joblock import lock_holder
@@ -126,6 +127,10 @@ class ShuffleNetCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
+        # A GPU that torch cannot use (a driver older than its CUDA): one line before anything is built.
+        gpu_problem = accelerator_problem(self._get(self.config, "trainer.accelerator", None))
+        if gpu_problem is not None:
+            self.parser.exit(2, f"error: {gpu_problem}\n")
         if self._get(self.config, "no_wandb"):
             remove_wandb_loggers(self.config.get(str(self.subcommand), self.config).trainer)
         # The link below overrides the network's class count with the data's: remember a count the user
