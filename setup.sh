@@ -57,15 +57,17 @@ use_conda_prefix() {
   export LD_LIBRARY_PATH="$CONDA_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
-# An rpath for every folder of LIBRARY_PATH (a module's or conda's libraries), so that the builds run
-# where that variable is not set.
-rpath_ldflags() {
-  local dir flags="${LDFLAGS:-}"
+# -L and an rpath for every folder of LIBRARY_PATH (a module's or conda's libraries), in its order: GCC
+# searches LIBRARY_PATH only after its own folders, so a system copy of a library (another version, or
+# none of the API) would otherwise be linked instead; the rpath lets the builds run where the variable
+# is not set.
+library_ldflags() {
+  local dir flags=""
   local IFS=:
   for dir in ${LIBRARY_PATH:-}; do
-    [ -n "$dir" ] && flags="-Wl,-rpath,$dir $flags"
+    [ -n "$dir" ] && flags="$flags -L$dir -Wl,-rpath,$dir"
   done
-  printf '%s' "$flags"
+  printf '%s' "${flags# }${LDFLAGS:+ $LDFLAGS}"
 }
 
 # pkg-config's flags for a module, or nothing (status 1) where pkg-config does not know it.
@@ -215,7 +217,7 @@ main() {
 
   # --- system libraries --------------------------------------------------------------------------
   use_conda_prefix
-  LDFLAGS=$(rpath_ldflags); export LDFLAGS
+  LDFLAGS=$(library_ldflags); export LDFLAGS
   local wanted=() missing=() id
   [ "$ffcv" = 1 ] && wanted+=("${FFCV_REQUIREMENTS[@]}")
   [ "$dev" = 1 ] && wanted+=(slurm)

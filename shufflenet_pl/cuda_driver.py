@@ -4,7 +4,8 @@ the CUDA version torch was built for, and which ``setup.sh --torch-cuda`` build 
 A driver runs CUDA builds of its own major version and older (NVIDIA's minor version compatibility:
 CUDA 12.x needs driver >= 525, CUDA 13.x >= 580), so a torch built for CUDA 13 sees no GPU under a
 12.x driver. :func:`gpu_problem` is a pure function of the versions; :func:`usable_gpu_problem`
-reads them on this node.
+reads them on this node; :func:`accelerator_problem` asks it for a ``trainer.accelerator`` that
+wants a CUDA GPU (a direct ``shufflenet-pl fit``).
 """
 
 import ctypes
@@ -15,10 +16,12 @@ import socket
 import subprocess
 from typing import Optional, Tuple
 
-__all__ = ["TORCH_CUDA_BUILDS", "driver_cuda_version", "gpu_problem", "usable_gpu_problem"]
+__all__ = ["TORCH_CUDA_BUILDS", "accelerator_problem", "driver_cuda_version", "gpu_problem", "usable_gpu_problem"]
 
 #: The CUDA builds of torch that ``bash setup.sh --torch-cuda`` installs, newest first.
 TORCH_CUDA_BUILDS = ("13.0", "12.8", "12.6")
+#: How a launcher's job runs without a GPU.
+CPU_JOB = "run a CPU job (--cpu)"
 
 Version = Tuple[int, int]
 
@@ -62,6 +65,7 @@ def gpu_problem(
     torch_version: str,
     visible_devices: Optional[str] = None,
     host: str = "this node",
+    cpu_run: str = CPU_JOB,
 ) -> str:
     """The one-line reason why torch sees no GPU in a GPU job, and the fix.
 
@@ -71,11 +75,12 @@ def gpu_problem(
         torch_version: ``torch.__version__``.
         visible_devices: ``CUDA_VISIBLE_DEVICES`` (``None`` when unset).
         host: the node's name, for the message.
+        cpu_run: how to run without a GPU instead, for the message.
     """
     if visible_devices is not None and visible_devices.strip() in ("", "-1", "none", "NoDevFiles"):
         return (
             f"{host}: CUDA_VISIBLE_DEVICES={visible_devices!r} hides every GPU from this GPU job; "
-            f"unset it, or run a CPU job (--cpu)"
+            f"unset it, or {cpu_run}"
         )
     driver_text = f"{driver[0]}.{driver[1]}" if driver else None
     fix = _build_for(driver) if driver else None
@@ -88,7 +93,7 @@ def gpu_problem(
         if driver is None:
             return (
                 f"{host}: no NVIDIA driver here (libcuda.so.1 does not load) and torch {torch_version} is a "
-                f"CPU-only build; run GPU jobs on GPU nodes, or a CPU job (--cpu)"
+                f"CPU-only build; run GPU jobs on GPU nodes, or {cpu_run}"
             )
         return (
             f"{host}: torch {torch_version} is a CPU-only build, but the NVIDIA driver supports CUDA "
@@ -97,7 +102,7 @@ def gpu_problem(
     if driver is None:
         return (
             f"{host}: no NVIDIA driver here (libcuda.so.1 does not load, no nvidia-smi); torch {torch_version} "
-            f"is built for CUDA {torch_cuda}; run GPU jobs on GPU nodes, or a CPU job (--cpu)"
+            f"is built for CUDA {torch_cuda}; run GPU jobs on GPU nodes, or {cpu_run}"
         )
     built = _parse(torch_cuda)
     if built is not None and driver[0] < built[0]:
@@ -111,7 +116,7 @@ def gpu_problem(
     )
 
 
-def usable_gpu_problem() -> Optional[str]:
+def usable_gpu_problem(cpu_run: str = CPU_JOB) -> Optional[str]:
     """``None`` when torch can use a GPU here, else :func:`gpu_problem` for this node."""
     import torch
 
@@ -123,4 +128,19 @@ def usable_gpu_problem() -> Optional[str]:
         torch.__version__,
         os.environ.get("CUDA_VISIBLE_DEVICES"),
         os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+        cpu_run,
     )
+
+
+def accelerator_problem(accelerator: object) -> Optional[str]:
+    """``None`` unless ``trainer.accelerator`` asks for a CUDA GPU that torch cannot use here; then the
+    one-line reason, which names the setting, for a run started without the launcher."""
+    name = str(accelerator).lower() if isinstance(accelerator, str) else None
+    if name not in ("gpu", "cuda"):
+        return None
+    import torch
+
+    if name == "gpu" and torch.backends.mps.is_available():  # Lightning's "gpu" is Apple's GPU there
+        return None
+    problem = usable_gpu_problem(cpu_run="run on the CPU (--trainer.accelerator cpu)")
+    return None if problem is None else f"trainer.accelerator={accelerator}: {problem}"

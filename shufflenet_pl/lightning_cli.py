@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from .callbacks import PredictionWriter
 from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
+from .cuda_driver import accelerator_problem
 from .data.common import InputError, per_device_batch_size
 from .files import NoSpaceError
 from .input_checks import check_run_config, check_yaml_file, config_files
@@ -185,6 +186,10 @@ class ShuffleNetCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
+        # A GPU that torch cannot use (a driver older than its CUDA): one line before anything is built.
+        gpu_problem = accelerator_problem(self._get(self.config, "trainer.accelerator", None))
+        if gpu_problem is not None:
+            self.parser.exit(2, f"error: {gpu_problem}\n")
         if self._get(self.config, "no_wandb"):
             remove_wandb_loggers(self.config.get(str(self.subcommand), self.config).trainer)
         subcommand_config = self.config.get(str(self.subcommand), self.config)

@@ -125,3 +125,30 @@ def test_torch_cuda_picks_pytorch_s_index_for_the_pinned_version(tmp_path: Path)
     assert refused.stderr.strip() == (
         "setup.sh: --torch-cuda 11.8: use 12.6, 12.8, 13.0 or cpu (nvidia-smi shows the driver's CUDA version)"
     )
+
+
+def test_library_path_folders_come_before_the_system_s_and_are_recorded() -> None:
+    """GCC searches LIBRARY_PATH after its own folders: setup puts each folder ahead, in order, with an
+    rpath, before the user's own LDFLAGS."""
+    flags = subprocess.run(
+        ["bash", "-c", f'source "{SETUP}" && library_ldflags'],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LIBRARY_PATH": "/opt/a::/opt/b", "LDFLAGS": "-Wl,-O1"},
+    )
+    assert flags.stdout == "-L/opt/a -Wl,-rpath,/opt/a -L/opt/b -Wl,-rpath,/opt/b -Wl,-O1"
+
+
+def test_environment_yml_has_every_conda_forge_package_setup_names_for_ffcv() -> None:
+    """What setup's message tells a conda user to install is what ``environment.yml`` installs (libGL
+    and GLib for the opencv-python wheel included)."""
+    import yaml
+
+    named = subprocess.run(
+        ["bash", "-c", f'source "{SETUP}" && for id in "${{FFCV_REQUIREMENTS[@]}}"; do echo ${{CONDA[$id]}}; done'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    environment = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert "libgl" in named and set(named) <= set(environment["dependencies"]), named
