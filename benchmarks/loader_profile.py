@@ -201,7 +201,7 @@ def barrier_shares(
         out[str(n)] = {}
         for schedule in SCHEDULES:
             capacity = sum(n * makespan(c, a, n, schedule) for c, a in zip(batches, areas))
-            out[str(n)][schedule] = 1 - busy / capacity
+            out[str(n)][schedule] = max(0.0, 1 - busy / capacity)
     return out
 
 
@@ -298,6 +298,7 @@ def profile_loader(
     images = 0
     for epoch in range(epochs + 1):
         decoder.epoch = epoch
+        decoder.image_stamps[:] = 0  # drop_last leaves other images out in every epoch
         count, waited, stamps, members = _stamped_epoch(loader, now)
         if epoch == 0:
             continue  # JIT compilation and first page reads
@@ -324,7 +325,6 @@ def profile_loader(
         cpu_seconds = (decoder.image_stamps[:, 4] - decoder.image_stamps[:, 3]) / 1e9
         batch_costs += [cpu_seconds[m] for m in members]
         batch_areas += [stored_areas[m] for m in members]
-        decoder.image_stamps[:] = 0
     total = workers * wall
     return {
         "schedule": schedule,

@@ -509,12 +509,53 @@ def loader_profile(data: Results) -> str:
         [n, *(f"{100 * shares[s]:.1f} %" for s in schedules)] for n, shares in first["simulated_barrier_share"].items()
     ]
     simulated = markdown_table(["workers", *schedules], simulated_rows, "r" + "r" * len(schedules))
-    ratios = ", ".join(f"{w} workers {fmt_ratio(v)}" for w, v in data["largest_first_vs_static"].items())
+    ratios = ", ".join(
+        f"{fmt_ratio(v)} at {w} worker{'s' if w != '1' else ''}" for w, v in data["largest_first_vs_static"].items()
+    )
     return (
-        f"Share of the loader's worker-seconds ({data['images']:,} {data['source']}, {data['res']} px, batch "
+        f"Share of the loader's worker-seconds ({data['images']:,} {data['source']} per epoch, {data['res']} px, batch "
         f"{data['batch']}, {data['cpus']} CPUs); largest_first / static images/s: {ratios}.\n\n{measured}\n\n"
         f"Barrier share if every image cost its measured CPU time, on the same batches:\n\n{simulated}"
     )
+
+
+def data_throughput_scaling(data: Results) -> str:
+    """The key-value rows of a data-throughput run, then its scaling with the worker count."""
+    text = key_value_table(DATA_THROUGHPUT_ROWS)(data)
+    scaling = data.get("scaling")
+    if not scaling:
+        return text
+    rows = [
+        [
+            w,
+            fmt_rate(r["ours_images_per_s"]),
+            f"{r['ours_efficiency']:.2f}",
+            fmt_rate(r["ffcv_images_per_s"]),
+            f"{r['ffcv_efficiency']:.2f}",
+            fmt_rate(r["decode_images_per_s"]) if r["decode_images_per_s"] else "n/a",
+            f"{r['decode_efficiency']:.2f}" if r["decode_efficiency"] else "n/a",
+            fmt_ratio(r["ours_vs_decode"]) if r["ours_vs_decode"] else "n/a",
+        ]
+        for w, r in scaling.items()
+    ]
+    header = ["workers", "ours img/s", "efficiency", "FFCV img/s", "efficiency", "decode img/s", "efficiency"]
+    table = markdown_table([*header, "ours / decode"], rows, "rrrrrrrr")
+    return f"{text}\n\nBy worker count (efficiency: rate(n) / (n x rate(1))):\n\n{table}"
+
+
+def checkpoint_save(data: Results) -> str:
+    """Per width: checkpoint size, save time and its share of training at the default interval."""
+    minutes = data["default_interval_s"] / 60
+    rows = [
+        [
+            name.replace("shufflenet_v2_x", "").replace("_", ".") + "x",
+            f"{m['checkpoint_bytes'] / 2**20:.1f}",
+            f"{m['save_seconds_median']:.2f}",
+            f"{100 * m['share_at_default_interval']:.2f} %",
+        ]
+        for name, m in data["models"].items()
+    ]
+    return markdown_table(["width", "MiB", "save, s", f"share of training, every {minutes:g} min"], rows, "rrrr")
 
 
 def headline_table() -> str:
@@ -595,15 +636,28 @@ TABLES = [
         "cpu-beton-check-cost",
         (f"{CPU}/beton_check_cost.json",),
         beton_check_cost,
-        "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 4 "
+        "python benchmarks/data_throughput.py --check-cost --images 1000 --settings jpg:320:90 --epochs 6 "
         "--check-pairs 10 --json benchmarks/results/cpu-2core/beton_check_cost.json",
+    ),
+    Table(
+        "cpu-data-throughput-photos",
+        (f"{CPU}/data_throughput_photos.json",),
+        data_throughput_scaling,
+        "python benchmarks/data_throughput.py --source PHOTOS/train --settings jpg:320:90 --workers 1 2 --epochs 3 "
+        "--json benchmarks/results/cpu-2core/data_throughput_photos.json",
+    ),
+    Table(
+        "cpu-checkpoint-save",
+        (f"{CPU}/checkpoint_save.json",),
+        checkpoint_save,
+        "python -m benchmarks.checkpoint_save --output benchmarks/results/cpu-2core/checkpoint_save.json",
     ),
     Table(
         "cpu-loader-profile",
         (f"{CPU}/loader_profile.json",),
         loader_profile,
-        "python benchmarks/loader_profile.py /tmp/shufflenet-pl-bench/jpg_max_320_q90.beton --workers 1 2 "
-        "--epochs 3 --json benchmarks/results/cpu-2core/loader_profile.json",
+        "python benchmarks/loader_profile.py /tmp/shufflenet-pl-bench/source-PHOTOS_train/jpg_max_320_q90.beton "
+        "--workers 1 2 --epochs 3 --source 'photographs' --json benchmarks/results/cpu-2core/loader_profile.json",
     ),
     Table(
         "cpu-partial-decode",

@@ -34,8 +34,10 @@ __all__ = [
     "write_config",
 ]
 
-#: Minutes between the periodic last.ckpt of a job whose trainer config sets no TimedCheckpoint.
-DEFAULT_CHECKPOINT_MINUTES = 10.0
+#: Minutes between the periodic last.ckpt of a job whose trainer config sets no TimedCheckpoint: the
+#: callback's default (shufflenet_pl.callbacks.DEFAULT_EVERY_MINUTES, stretched where saving would cost
+#: over 1 % of training; not imported here, so that the launcher starts without Lightning).
+DEFAULT_CHECKPOINT_MINUTES = 2.0
 #: The seed of a job whose config gives none (or ``seed_everything: true``): the same command trains
 #: the same weights on the same machine; ``--seed_everything N`` picks another.
 DEFAULT_SEED = 0
@@ -108,7 +110,7 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
         callbacks.append(
             {
                 "class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
-                "init_args": {"every_minutes": DEFAULT_CHECKPOINT_MINUTES, "dirpath": checkpoints},
+                "init_args": {"dirpath": checkpoints},
             }
         )
     callbacks.append({"class_path": "cluster.requeue.PreemptionCheckpoint", "init_args": {"dirpath": checkpoints}})

@@ -138,21 +138,36 @@ def save_last_checkpoint(trainer: L.Trainer, directory: Path) -> Path:
     return final
 
 
+#: Minutes between periodic saves by default: a failure redoes at most about this much training.
+DEFAULT_EVERY_MINUTES = 2.0
+#: By default, saving costs at most this share of training: where a save takes longer than this
+#: share of the interval, the interval is stretched to ``save time / share``.
+MAX_SAVE_SHARE = 0.01
+
+
 class TimedCheckpoint(L.Callback):
     """Save ``last.ckpt`` every ``every_minutes`` of training, at a batch boundary, atomically, with the
-    optimizer, schedule, loop counters and the loader's position: a crash or a lost node redoes at
-    most that much training (epoch-end checkpoints alone can lose a whole ImageNet epoch).
+    optimizer, schedule, loop counters and the loader's position: a crash or a lost node redoes the
+    training since the last save, at most that much (epoch-end checkpoints alone can lose a whole
+    ImageNet epoch).
+
+    Each save is timed. By default (no ``every_minutes``) it saves every :data:`DEFAULT_EVERY_MINUTES`,
+    and where saving would cost more than :data:`MAX_SAVE_SHARE` of training at that interval (a
+    slow file system, a large model) the interval is stretched to ``save time / MAX_SAVE_SHARE`` and
+    one line says so. An explicit ``every_minutes`` is kept as given.
 
     Args:
-        every_minutes: wall-clock minutes between saves.
+        every_minutes: wall-clock minutes between saves; ``None``: the default above.
         dirpath: folder of ``last.ckpt``; ``None``: the ``ModelCheckpoint``'s folder.
     """
 
-    def __init__(self, every_minutes: float = 10.0, dirpath: Optional[str] = None) -> None:
-        if not every_minutes > 0:
+    def __init__(self, every_minutes: Optional[float] = None, dirpath: Optional[str] = None) -> None:
+        if every_minutes is not None and not every_minutes > 0:
             raise ValueError(f"TimedCheckpoint.every_minutes must be > 0, got {every_minutes}")
         self.every_minutes = every_minutes
         self.dirpath = dirpath
+        self._adapts = every_minutes is None
+        self._interval_s = 60 * (DEFAULT_EVERY_MINUTES if every_minutes is None else every_minutes)
         self._last_save = time.monotonic()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -164,15 +179,27 @@ class TimedCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        due = time.monotonic() - self._last_save >= self.every_minutes * 60
+        due = time.monotonic() - self._last_save >= self._interval_s
         # One small all-reduce per step: every rank saves at the same step or none does.
         if not trainer.strategy.reduce_boolean_decision(due, all=False):
             return
+        start = time.monotonic()
         path = save_last_checkpoint(trainer, checkpoint_dir(trainer, self.dirpath))
         self._last_save = time.monotonic()
-        if trainer.is_global_zero:
+        seconds = self._last_save - start
+        if not trainer.is_global_zero:
+            return
+        print(
+            f"[shufflenet-pl] saved {path} at global step {trainer.global_step} in {seconds:.2f} s "
+            f"(every {self._interval_s / 60:g} min)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self._adapts and seconds > MAX_SAVE_SHARE * self._interval_s:
+            self._interval_s = seconds / MAX_SAVE_SHARE
             print(
-                f"[shufflenet-pl] saved {path} at global step {trainer.global_step} (every {self.every_minutes:g} min)",
+                f"[shufflenet-pl] saving takes {seconds:.2f} s: checkpoints now every {self._interval_s / 60:.1f} min "
+                f"so that saving costs at most {100 * MAX_SAVE_SHARE:g} % of training",
                 file=sys.stderr,
                 flush=True,
             )

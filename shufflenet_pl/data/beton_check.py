@@ -61,9 +61,10 @@ __all__ = [
 CHUNK_BYTES = 4 << 20
 #: CPU time the background check may take, as a share of the CPU time the rest of the process spends
 #: meanwhile (loader threads, training step). Reading and CRC-32 run at ~3 GB/s: verifying JPEG ImageNet
-#: (~60 GB) takes ~20 CPU seconds, ~0.5 % of what one epoch's decoding takes, so at 1 % the check ends
-#: within the first epoch and costs the loader ~1 % (``benchmarks/data_throughput.py --check-cost``).
-CPU_SHARE = 0.01
+#: (~60 GB) takes ~20 CPU seconds, ~0.5 % of what one epoch's decoding takes, so at 0.6 % the check
+#: ends within the first epoch (each DDP rank checks its share: sooner) and costs the loader under 2 %
+#: (``benchmarks/data_throughput.py --check-cost``).
+CPU_SHARE = 0.006
 #: CPU seconds the check takes before its pace starts: a file of up to ~150 MB is verified at once.
 FREE_CPU_SECONDS = 0.05
 #: Sidecar key of the checksummed regions (:func:`region_checksums`).

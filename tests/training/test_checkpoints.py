@@ -212,6 +212,26 @@ def test_full_disk_during_the_timed_checkpoint(small_disk: Path, one_thread: Non
     print(error.value.strerror)
 
 
+def test_default_timed_checkpoint_keeps_saving_under_one_percent_of_training(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    from shufflenet_pl.callbacks import DEFAULT_EVERY_MINUTES, MAX_SAVE_SHARE, TimedCheckpoint
+
+    adaptive = TimedCheckpoint()
+    assert adaptive._interval_s == 60 * DEFAULT_EVERY_MINUTES
+    adaptive._interval_s = 1e-6  # as if saving took far more than 1 % of the interval
+    tiny_fit(tmp_path / "adaptive", max_epochs=1, save_top_k=0, extra=[adaptive])
+    err = capfd.readouterr().err
+    assert err.count("saved ") == 1 and err.count("checkpoints now every") == 1, err
+    saved_seconds = float(err.split(" in ")[1].split(" s ")[0])
+    assert adaptive._interval_s == pytest.approx(saved_seconds / MAX_SAVE_SHARE, abs=0.5)  # 2-decimal rounding
+    fixed = TimedCheckpoint(every_minutes=1e-9)  # an explicit interval is kept: a save after every step
+    tiny_fit(tmp_path / "fixed", max_epochs=1, save_top_k=0, extra=[fixed])
+    err = capfd.readouterr().err
+    assert err.count("saved ") == 4 and "checkpoints now every" not in err, err
+    assert fixed._interval_s == pytest.approx(60e-9)
+
+
 # --- verified before a resume; a fallback continues the same training ----------------------------
 
 
