@@ -98,7 +98,7 @@ def _read_at(path: Path, dtype: np.dtype, offset: int, count: int) -> np.ndarray
         file.seek(offset)
         data = file.read(dtype.itemsize * count)
     if len(data) < dtype.itemsize * count:
-        from .data.convert import TruncatedBetonError
+        from .data.beton_format import TruncatedBetonError
 
         raise TruncatedBetonError(
             f"{path} is truncated: {path.stat().st_size} bytes, shorter than its FFCV header; "
@@ -113,7 +113,7 @@ def beton_num_samples(path: Path, root_key: str = f"{_DATA_KEY}.root") -> int:
     of other fields and a truncated copy are each refused in one line."""
     from ffcv.types import CURRENT_VERSION, TYPE_ID_HANDLER, FieldDescType, HeaderType
 
-    from .data.convert import check_beton_complete
+    from .data.beton_format import check_beton_complete
 
     root = path.parent
     if not path.is_file():

@@ -465,7 +465,7 @@ def corrupt_images(beton: Path, workers: int = 1) -> Tuple[int, int, int]:
 
 def _check_file(beton: Path, decode: bool, workers: int) -> Tuple[bool, str]:
     """``(good, line)`` for one file."""
-    from .convert import TruncatedBetonError, check_beton_complete
+    from .beton_format import TruncatedBetonError, check_beton_complete
 
     try:
         check_beton_complete(beton)

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
-from .convert import check_images, check_class_folders, open_rgb
+from .convert import check_class_folders
+from .images import check_images, open_rgb
 from .common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
