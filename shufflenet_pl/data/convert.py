@@ -39,7 +39,8 @@ from PIL import Image, ImageOps
 
 from ..files import NoSpaceError, no_space_error
 from .beton_check import region_checksums
-from .common import InputError, private_temporary_path, usable_cpus
+from ..errors import InputError
+from .common import private_temporary_path, usable_cpus
 from .progress import Progress
 
 __all__ = [
