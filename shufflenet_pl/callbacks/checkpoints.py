@@ -30,9 +30,9 @@ class VerifiedModelCheckpoint(ModelCheckpoint):
 
     @property
     def state_key(self) -> str:
-        # Where a checkpoint holds this callback's state (best and last paths, top k): the key that
-        # Lightning gives a ModelCheckpoint of the same settings, which is the one this class wrote
-        # under its former name ModelCheckpoint; checkpoints of either resume with their state.
+        # Checkpoints hold this callback's state (best and last paths, top k) under the key that
+        # Lightning gives a ModelCheckpoint of the same settings, the class's other name: runs resume
+        # it from checkpoints of either name.
         return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

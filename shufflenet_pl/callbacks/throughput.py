@@ -1,6 +1,6 @@
 """Training speed as images per second, for each device and the whole job, with the step time, the
 share of it spent waiting for data, peak memory and the images seen (Lightning's own
-``ThroughputMonitor`` counts samples through a ``batch_size_fn`` and FLOPs, and no data wait)."""
+``ThroughputMonitor`` needs a ``batch_size_fn``, counts FLOPs and does not split off the data wait)."""
 
 import resource
 import sys
@@ -77,8 +77,8 @@ class ImagesPerSecondMonitor(L.Callback):
 
     @property
     def state_key(self) -> str:
-        # Where a checkpoint holds ``images_seen``: the key this class wrote under its former name
-        # ThroughputMonitor, so that those checkpoints resume counting where they stopped.
+        # Checkpoints hold images_seen under the class's other name, ThroughputMonitor (the default
+        # key of a class of that name): runs resume counting from checkpoints of either name.
         return "ThroughputMonitor"
 
     def _reset_window(self) -> None:
