@@ -88,6 +88,8 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     callbacks = _as_list(trainer.get("callbacks"))
     has_model_checkpoint = False
     for callback in callbacks:
+        # Lightning's ModelCheckpoint, ours (VerifiedModelCheckpoint) and its other name in older job
+        # configs (shufflenet_pl.callbacks.ModelCheckpoint) all end so.
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
             init = callback.setdefault("init_args", {})
             init["dirpath"] = checkpoints
@@ -98,7 +100,7 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
     if not has_model_checkpoint and trainer.get("enable_checkpointing") is not False:
         callbacks.append(
             {
-                "class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
+                "class_path": "shufflenet_pl.callbacks.VerifiedModelCheckpoint",
                 "init_args": {"dirpath": checkpoints, "save_last": True, "enable_version_counter": False},
             }
         )
@@ -113,7 +115,9 @@ def apply_job_settings(config: Dict[str, Any], resources: Resources, executor: s
                 "init_args": {"dirpath": checkpoints},
             }
         )
-    callbacks.append({"class_path": "cluster.requeue.PreemptionCheckpoint", "init_args": {"dirpath": checkpoints}})
+    callbacks.append(
+        {"class_path": "shufflenet_pl.callbacks.PreemptionCheckpoint", "init_args": {"dirpath": checkpoints}}
+    )
     trainer["callbacks"] = callbacks
     for logger in _as_list(trainer.get("logger")):
         if isinstance(logger, dict) and "save_dir" in (logger.get("init_args") or {}):

@@ -13,11 +13,12 @@ would be torn, and one written by rank 0 alone would deadlock DDP. So the job de
    SIGTERM alone saves and stops without requeue (SLURM requeues a preempted job itself; a cancel
    must end). Lightning's own SLURM requeue (``auto_requeue``, on SIGUSR1) is off (the launcher sets
    ``SLURMEnvironment(auto_requeue=False)``): submitit is the only owner.
-2. :class:`PreemptionCheckpoint`, a callback, asks all ranks at every training batch end whether one
-   of them got the signal (one all-reduce of a flag). When one did, all ranks save ``last.ckpt``
-   together at that batch boundary (written to a temporary file, then renamed), with the optimizer,
-   LR schedule, loop counters, callback states and the train loader's position, and stop before the
-   next batch.
+2. :class:`~shufflenet_pl.callbacks.PreemptionCheckpoint`, a callback, asks all ranks at every
+   training batch end whether one of them got the signal (one all-reduce of a flag; the signal's
+   record is the :class:`~shufflenet_pl.callbacks.preemption.StopRequest` it polls, set by
+   ``install``). When one did, all ranks save ``last.ckpt`` together at that batch boundary
+   (written to a temporary file, then renamed), with the optimizer, LR schedule, loop counters,
+   callback states and the train loader's position, and stop before the next batch.
 3. The job (:mod:`cluster.job`) then hands the signal back to submitit on rank 0, which calls
    ``TrainingJob.checkpoint()`` and requeues. The requeued job resumes from ``last.ckpt``.
 """
@@ -26,30 +27,19 @@ import os
 import signal
 import sys
 import types
-from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback
-
-from shufflenet_pl.callbacks import checkpoint_dir, save_last_checkpoint
+# The callback is training code; its old home here stays an import path (job configs name it).
+from shufflenet_pl.callbacks.preemption import Preempted, PreemptionCheckpoint, listen_for_stop
 
 __all__ = ["PREEMPTION", "Preempted", "PreemptionCheckpoint", "PreemptionSignal"]
 
 _Handler = Union[Callable[[int, Optional[types.FrameType]], Any], int, None]
 
 
-class Preempted(Exception):
-    """Raised by :class:`PreemptionCheckpoint` once ``last.ckpt`` is saved, to leave ``Trainer.fit``."""
-
-    def __init__(self, checkpoint: Path, global_step: int) -> None:
-        super().__init__(f"preempted: saved {checkpoint} at global step {global_step}")
-        self.checkpoint = checkpoint
-        self.global_step = global_step
-
-
 class PreemptionSignal:
-    """Process-wide record of submitit's preemption/timeout signal, deferred to a safe point."""
+    """Process-wide record of submitit's preemption/timeout signal, deferred to a safe point: the
+    :class:`~shufflenet_pl.callbacks.preemption.StopRequest` that ``PreemptionCheckpoint`` polls."""
 
     def __init__(self) -> None:
         self.signum: Optional[int] = None
@@ -77,6 +67,7 @@ class PreemptionSignal:
         # save at the next batch end too, then stop without requeue.
         self._sigterm_handler = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, self._record)
+        listen_for_stop(self)
 
     def uninstall(self) -> None:
         """Give the signals back to the handlers that ``install`` replaced."""
@@ -87,6 +78,7 @@ class PreemptionSignal:
             )
         self.signum = None
         self.received = self.requeue_requested = False
+        listen_for_stop(None)
 
     def _record(self, signum: int, frame: Optional[types.FrameType]) -> None:
         if not self.received:
@@ -110,76 +102,3 @@ class PreemptionSignal:
 
 #: The job's one instance (signals are per process).
 PREEMPTION = PreemptionSignal()
-
-
-class PreemptionCheckpoint(Callback):
-    """Save ``last.ckpt`` at the first training batch boundary after the preemption signal, on all
-    ranks together, then stop training by raising :class:`Preempted` before the next batch.
-
-    Inert unless :data:`PREEMPTION` is installed (the launcher's jobs install it), so a job's
-    ``config.yaml`` also runs as a plain ``shufflenet-pl fit --config``.
-
-    Args:
-        dirpath: folder of ``last.ckpt``; ``None`` takes the first ``ModelCheckpoint``'s ``dirpath``,
-            else ``<default_root_dir>/checkpoints``.
-    """
-
-    def __init__(self, dirpath: Optional[str] = None) -> None:
-        self.dirpath = dirpath
-        self.saved: Optional[Path] = None
-        self._sigterm_before_lightning: _Handler = None
-
-    def _checkpoint_dir(self, trainer: L.Trainer) -> Path:
-        return checkpoint_dir(trainer, self.dirpath)
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Before Lightning registers its SIGTERM handler (right before the run starts).
-        self._sigterm_before_lightning = signal.getsignal(signal.SIGTERM)
-
-    def _keep_sigterm_harmless(self) -> None:
-        # Lightning's SIGTERM handler stops at the next step without a checkpoint (and broadcasts
-        # from inside the handler); under submitit SIGTERM precedes the USR2 that we act on.
-        if PREEMPTION.installed and self._sigterm_before_lightning is not None:
-            signal.signal(signal.SIGTERM, self._sigterm_before_lightning)
-
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._keep_sigterm_harmless()
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._keep_sigterm_harmless()
-        if PREEMPTION.installed and trainer.is_global_zero:
-            print(
-                f"[shufflenet-pl] training from global step {trainer.global_step} (epoch {trainer.current_epoch}) "
-                f"on {trainer.world_size} process(es)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if not PREEMPTION.installed or self.saved is not None:
-            return
-        # Every rank takes part in the reduction at every step, so all of them stop at the same one.
-        if not trainer.strategy.reduce_boolean_decision(PREEMPTION.received, all=False):
-            return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            return  # the epoch's end (validation, epoch-end checkpoints) comes first; stop at the next batch
-        self.saved = self._save(trainer)
-
-    def _save(self, trainer: L.Trainer) -> Path:
-        final = save_last_checkpoint(trainer, self._checkpoint_dir(trainer))
-        if trainer.is_global_zero:
-            print(f"[shufflenet-pl] saved {final} at global step {trainer.global_step}", file=sys.stderr, flush=True)
-        return final
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        # Stop after the saved step's metrics were logged and any epoch-end work ran, before the next step.
-        if self.saved is not None:
-            raise Preempted(self.saved, trainer.global_step)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.saved is not None:
-            raise Preempted(self.saved, trainer.global_step)

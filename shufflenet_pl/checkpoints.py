@@ -20,7 +20,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Trainer
 
-from .data.common import InputError
+from .errors import InputError
 from .files import atomic_paths
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Checks of the user's config and files that run before anything is built: ``shufflenet-pl fit`` (and
 ``validate``, ``test``, ``predict``) calls them on its parsed config before it instantiates a class, and
 ``launch.py`` calls the same ones on the resolved config before it makes a job folder or submits. Each
-refusal is an :class:`~shufflenet_pl.data.common.InputError` of one line that names the file or key and
+refusal is an :class:`~shufflenet_pl.errors.InputError` of one line that names the file or key and
 says what to do.
 
 Nothing here imports Lightning; FFCV's file layout (``ffcv.types``) is imported only to read a ``.beton``.
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import yaml
 
-from .data.common import InputError
+from .errors import InputError
 
 __all__ = [
     "BETON_FIELDS",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .data.common import InputError
+from .errors import InputError
 
 __all__ = ["FolderInUse", "FolderLock", "LOCK_NAME", "lock_holder"]
 

@@ -15,17 +15,18 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from .callbacks import PredictionWriter
+from .callbacks import PredictionWriter, RunConfigSaver
 from .checkpoints import choose_checkpoint, use_verified_checkpoints, verify_checkpoint
 from .cuda_driver import accelerator_problem
-from .data.common import InputError, per_device_batch_size
+from .data.common import per_device_batch_size
+from .errors import InputError
 from .files import NoSpaceError
 from .input_checks import check_run_config, check_yaml_file, config_files
 from .joblock import lock_holder
 from .tools import tools_epilog
 from .module import ImageClassifier
 from .quiet import make_trainer_quiet, silence_third_party_noise
-from .tracking.wandb_logger import RunConfigSaver, apply_cli_defaults, remove_wandb_loggers
+from .tracking.wandb_logger import apply_cli_defaults, remove_wandb_loggers
 
 __all__ = ["ShuffleNetCLI", "build_cli"]
 
@@ -99,12 +100,12 @@ def remove_empty_offline_runs(trainer: Any) -> List[Path]:
     """Remove the offline W&B runs that this process started and logged no metric to (a run that
     failed before its first step): `wandb sync` would upload them as empty runs. Runs with metrics,
     online runs and the runs of other processes stay. Returns the removed folders."""
-    from .tracking import WandbLogger
+    from .tracking import OfflineFirstWandbLogger
 
     removed = []
     for logger in getattr(trainer, "loggers", None) or []:
         run = getattr(logger, "_experiment", None)
-        if not isinstance(logger, WandbLogger) or logger.mode != "offline" or run is None or logger._rows:
+        if not isinstance(logger, OfflineFirstWandbLogger) or logger.mode != "offline" or run is None or logger._rows:
             continue
         folder = Path(run.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>
         # The config copy that RunConfigSaver put beside the run: <save_dir>/<project>/<run id>/config.yaml.

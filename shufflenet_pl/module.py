@@ -15,7 +15,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics.classification import MulticlassAccuracy
 
-from .data.common import InputError, normalize_on_device
+from .data.common import normalize_on_device
+from .errors import InputError
 from .models.weights import state_dict_mismatch
 from .schedules import LRSchedule, lr_factor
 

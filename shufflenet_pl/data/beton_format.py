@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import InputError
+from ..errors import InputError
 
 __all__ = ["TruncatedBetonError", "check_beton_complete"]
 

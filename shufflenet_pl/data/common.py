@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InputError  # defined with the CLI; re-exported for code that imports it from here
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -23,12 +25,6 @@ __all__ = [
     "per_device_batch_size",
     "private_temporary_path",
 ]
-
-
-class InputError(ValueError):
-    """A problem with the user's files or settings (a truncated ``.beton``, an empty class folder, a
-    checkpoint of another width, a batch that does not divide): the command line reports it as one
-    line (``error: ...``) wherever it is raised, also during ``fit``/``validate``, not as a traceback."""
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

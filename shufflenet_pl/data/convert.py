@@ -47,7 +47,8 @@ from .images import (
     stored_jpeg,
     unreadable_reason,
 )
-from .common import InputError, private_temporary_path, usable_cpus
+from ..errors import InputError
+from .common import private_temporary_path, usable_cpus
 from .progress import Progress
 
 __all__ = [

@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
 
+from ..errors import InputError
 from .convert import check_class_folders
 from .images import check_images, open_rgb
 from .common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    InputError,
     check_crop_args,
     default_num_workers,
     ignore_sigterm,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
 import numpy as np
 
-from .common import InputError
+from ..errors import InputError
 
 __all__ = [
     "ResumableLoader",

@@ -1,7 +1,7 @@
 """Progress of the data tools: a bar on a terminal, a plain line every 10 % in a log file.
 
 A redrawn tqdm bar written to a file (a job's log) leaves fragments such as ``0%| | 0/3000`` on one
-long line; the training progress bar avoids that the same way (:class:`shufflenet_pl.quiet.LogFriendlyProgressBar`).
+long line; the training progress bar avoids that the same way (:class:`shufflenet_pl.callbacks.LogFriendlyProgressBar`).
 """
 
 import sys

@@ -36,7 +36,7 @@ VAL_ACC5 = "val/acc5"
 EPOCH = "epoch"
 GLOBAL_STEP = "trainer/global_step"  # WandbLogger adds it to every row
 
-# Logged by shufflenet_pl.callbacks.ThroughputMonitor.
+# Logged by shufflenet_pl.callbacks.ImagesPerSecondMonitor.
 IMAGES_SEEN = "trainer/images_seen"  # training images seen by the whole job; survives a restart
 IMAGES_PER_SEC = "perf/images_per_sec"  # whole job: summed over all processes
 IMAGES_PER_SEC_PER_DEVICE = "perf/images_per_sec_per_device"  # mean over processes

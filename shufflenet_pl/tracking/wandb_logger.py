@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import lightning as L
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
@@ -33,7 +32,7 @@ from .metrics import define_wandb_metrics
 
 __all__ = [
     "JOB_DIR_ENV",
-    "RunConfigSaver",
+    "OfflineFirstWandbLogger",
     "WandbLogger",
     "apply_cli_defaults",
     "find_wandb_credentials",
@@ -177,7 +176,7 @@ def run_context() -> Dict[str, Any]:
     return {key: value for key, value in context.items() if value}
 
 
-class WandbLogger(LightningWandbLogger):
+class OfflineFirstWandbLogger(LightningWandbLogger):
     """Lightning's ``WandbLogger`` with shufflenet-pl's defaults: offline without credentials, the run
     id and folder of the launcher's job, the job's resources and the git commit in the run config,
     best-accuracy summaries and an images-seen axis (see :mod:`shufflenet_pl.tracking.metrics`).
@@ -329,62 +328,6 @@ def _row_key(row: Mapping[str, Any]) -> Tuple[Any, ...]:
     return (row.get("trainer/global_step"), tuple(sorted(k for k in row if not k.startswith("_"))))
 
 
-def _config_dict(parser: Any, config: Namespace) -> Dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(parser.dump(config, skip_none=False))
-
-
-class RunConfigSaver(SaveConfigCallback):
-    """The CLI's config saver: writes the resolved config as ``config.yaml`` and sends it, with the
-    processes and devices actually used, to the W&B run's config (keys ``config`` and ``runtime``).
-
-    With a W&B logger first, ``config.yaml`` goes into the run's folder
-    ``<save_dir>/<project>/<run id>/``, beside the ``checkpoints/`` that Lightning puts there, instead
-    of one file in ``save_dir`` that every run would overwrite. Other loggers keep Lightning's place
-    (``trainer.log_dir``).
-    """
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        first = trainer.loggers[0] if trainer.loggers else None
-        if self.already_saved or not self.save_to_log_dir or not isinstance(first, LightningWandbLogger):
-            super().setup(trainer, pl_module, stage)
-            return
-        # Same folder as ModelCheckpoint's default: <save_dir>/<name>/<version>; rank 0 knows the run id.
-        run_dir = os.path.join(first.save_dir or trainer.default_root_dir, str(first.name), str(first.version))
-        run_dir = trainer.strategy.broadcast(run_dir)
-        if trainer.is_global_zero:
-            os.makedirs(run_dir, exist_ok=True)
-            self.parser.save(
-                self.config,
-                os.path.join(run_dir, self.config_filename),
-                skip_none=False,
-                overwrite=True,
-                multifile=self.multifile,
-            )
-            self.save_config(trainer, pl_module, stage)
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
-
-    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        wandb_loggers = [logger for logger in trainer.loggers if isinstance(logger, LightningWandbLogger)]
-        if not wandb_loggers:
-            return
-        runtime: Dict[str, Any] = {
-            "world_size": trainer.world_size,
-            "num_nodes": trainer.num_nodes,
-            "devices_per_node": trainer.num_devices,
-            "accelerator": trainer.strategy.root_device.type,
-            "strategy": type(trainer.strategy).__name__,
-            "precision": str(trainer.precision),
-        }
-        if trainer.strategy.root_device.type == "cuda":
-            runtime["device_name"] = torch.cuda.get_device_name(trainer.strategy.root_device)
-        update = {"config": _config_dict(self.parser, self.config), "runtime": runtime}
-        for logger in wandb_loggers:
-            logger.experiment.config.update(update, allow_val_change=True)
-
-
 def _is_wandb_logger_config(entry: Any) -> bool:
     class_path = getattr(entry, "class_path", None) if isinstance(entry, Namespace) else None
     if not class_path:
@@ -424,5 +367,19 @@ def apply_cli_defaults(trainer: L.Trainer, subcommand: Optional[str]) -> None:
     """Give the CLI's W&B loggers what their config left open: ``trainer.default_root_dir`` as the
     folder and the subcommand as the job type."""
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, OfflineFirstWandbLogger):
             logger.apply_cli_defaults(trainer.default_root_dir, subcommand)
+
+
+#: Another name of the same class: job configs name ``shufflenet_pl.tracking.WandbLogger``.
+WandbLogger = OfflineFirstWandbLogger
+
+
+def __getattr__(name: str) -> Any:
+    # The config saver is a callback (shufflenet_pl.callbacks); imported on first use from here, since
+    # the callbacks import this package.
+    if name == "RunConfigSaver":
+        from ..callbacks.run_config import RunConfigSaver
+
+        return RunConfigSaver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""ThroughputMonitor against known times: a dataset whose ``__getitem__`` sleeps a known time per
+"""ImagesPerSecondMonitor against known times: a dataset whose ``__getitem__`` sleeps a known time per
 image and a network whose forward sleeps a known time per step, so the expected step time, data-wait
 share and images/s are known in advance. Single process in-process (fast), and 2-process gloo DDP
 through the CLI with W&B offline (slow): the job's images/s is the sum over ranks, and only rank 0
@@ -111,7 +111,7 @@ def _fit_in_process(
 ) -> Tuple[List[dict], WallClock]:
     from lightning.pytorch.loggers import CSVLogger
 
-    from shufflenet_pl.callbacks import ThroughputMonitor
+    from shufflenet_pl.callbacks import ImagesPerSecondMonitor
     from shufflenet_pl.module import ImageClassifier
 
     clock = WallClock()
@@ -125,7 +125,7 @@ def _fit_in_process(
         enable_model_summary=False,
         log_every_n_steps=every,
         logger=CSVLogger(tmp_path, name="run"),
-        callbacks=[clock, ThroughputMonitor()],  # clock's hooks run first
+        callbacks=[clock, ImagesPerSecondMonitor()],  # clock's hooks run first
     )
     data = SleepyDataModule(batch, batches, seconds_per_image)
     model = ImageClassifier(SleepyNet(seconds_per_step=seconds_per_step), lr=0.01, schedule="constant")
@@ -182,15 +182,15 @@ def test_throughput_matches_known_sleeps(tmp_path: Path, seconds_per_image: floa
 
 
 def test_images_seen_survives_a_checkpoint() -> None:
-    from shufflenet_pl.callbacks import ThroughputMonitor
+    from shufflenet_pl.callbacks import ImagesPerSecondMonitor
 
-    monitor = ThroughputMonitor()
+    monitor = ImagesPerSecondMonitor()
     monitor.images_seen = 12345
-    restored = ThroughputMonitor()
+    restored = ImagesPerSecondMonitor()
     restored.load_state_dict(monitor.state_dict())
     assert restored.images_seen == 12345
     with pytest.raises(ValueError, match="log_every_n_steps=-1"):
-        ThroughputMonitor(log_every_n_steps=-1)
+        ImagesPerSecondMonitor(log_every_n_steps=-1)
 
 
 def _sleepy_cli_args(

@@ -107,7 +107,8 @@ def test_run_config_checks_name_the_key_or_file(
     case: str,
     expected: list,
 ) -> None:
-    from shufflenet_pl.input_checks import InputError, check_run_config
+    from shufflenet_pl.errors import InputError
+    from shufflenet_pl.input_checks import check_run_config
 
     check_run_config(_config(tiny_betons))  # the good files and values pass
     values = {"batch-abc": "abc", "batch-0": 0, "batch-neg": -4, "batch-too-large": 7}
@@ -127,7 +128,8 @@ def test_validate_needs_no_train_files(bad_roots: Dict[str, Path]) -> None:
 
 
 def test_imagefolder_batch_larger_than_its_images_is_refused(tmp_path: Path) -> None:
-    from shufflenet_pl.input_checks import InputError, check_run_config
+    from shufflenet_pl.errors import InputError
+    from shufflenet_pl.input_checks import check_run_config
 
     root = _tree(tmp_path / "images")  # 6 training images
     config = {"data": {"class_path": "shufflenet_pl.data.ImageFolderDataModule", "init_args": {"root": str(root)}}}
@@ -246,7 +248,7 @@ def test_failed_fit_removes_its_empty_offline_wandb_run_only(
     config_file = _yaml(tmp_path / "wide.yaml", config)
     other_run = tmp_path / "run" / "wandb" / "offline-run-20000101_000000-keepme00"
     other_run.mkdir(parents=True)  # another process's run in the same folder stays
-    logger = ["--trainer.logger", "shufflenet_pl.tracking.WandbLogger", "--trainer.logger.project", "bad"]
+    logger = ["--trainer.logger", "shufflenet_pl.tracking.OfflineFirstWandbLogger", "--trainer.logger.project", "bad"]
     env = {**cli_env, "WANDB_MODE": "offline"}
     env.pop("WANDB_API_KEY", None)
     result = run_cli(

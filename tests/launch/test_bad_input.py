@@ -293,7 +293,7 @@ def test_imagefolder_skips_and_reports_a_bad_image(tmp_path: Path, capfd: pytest
 
 def test_imagefolder_bad_images_error_refuses_at_setup(tmp_path: Path) -> None:
     from shufflenet_pl.data import ImageFolderDataModule
-    from shufflenet_pl.data.common import InputError
+    from shufflenet_pl.errors import InputError
 
     root = _tree(tmp_path / "src")
     bad = _with_bad_image(root)

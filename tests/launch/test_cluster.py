@@ -200,7 +200,7 @@ def test_job_config_puts_outputs_in_the_job_folder(tmp_path: Path) -> None:
     assert timed["class_path"] == "shufflenet_pl.callbacks.TimedCheckpoint"
     assert timed["init_args"] == {"dirpath": str(tmp_path / "checkpoints")}  # the callback's adaptive default
     assert checkpoint["init_args"]["save_last"] is True and checkpoint["init_args"]["enable_version_counter"] is False
-    assert preemption["class_path"] == "cluster.requeue.PreemptionCheckpoint"
+    assert preemption["class_path"] == "shufflenet_pl.callbacks.PreemptionCheckpoint"
     assert trainer["logger"]["init_args"]["save_dir"] == str(tmp_path)
     assert config["seed_everything"] == DEFAULT_SEED  # every rank, restart and run of the command: the same seed
 
@@ -211,9 +211,9 @@ def test_job_config_adds_a_checkpoint_callback_when_none(tmp_path: Path) -> None
     )
     classes = [c["class_path"] for c in config["trainer"]["callbacks"]]
     assert classes == [
-        "shufflenet_pl.callbacks.ModelCheckpoint",
+        "shufflenet_pl.callbacks.VerifiedModelCheckpoint",
         "shufflenet_pl.callbacks.TimedCheckpoint",
-        "cluster.requeue.PreemptionCheckpoint",
+        "shufflenet_pl.callbacks.PreemptionCheckpoint",
     ]
     assert config["seed_everything"] == 7
 
@@ -282,7 +282,7 @@ def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None, extra: list = ())
     from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from cluster.requeue import PreemptionCheckpoint
+    from shufflenet_pl.callbacks import PreemptionCheckpoint
     from shufflenet_pl.models import shufflenet_v2_x0_5
     from shufflenet_pl.module import ImageClassifier
 
@@ -314,7 +314,8 @@ def _tiny_fit(tmp_path: Path, callbacks: list, ckpt_path=None, extra: list = ())
 def test_preemption_signal_saves_last_ckpt_at_a_batch_boundary(tmp_path: Path, one_thread: None) -> None:
     """USR2 during step 2 of 8: last.ckpt holds global step 3 (the step in flight completes), fit
     stops with Preempted, and resuming from it ends at the same 8 steps as an uninterrupted fit."""
-    from cluster.requeue import PREEMPTION, Preempted
+    from cluster.requeue import PREEMPTION
+    from shufflenet_pl.callbacks import Preempted
 
     before = signal.getsignal(signal.SIGUSR2)
     PREEMPTION.install()
@@ -381,7 +382,8 @@ def test_batch_that_does_not_divide_is_refused_before_spawning(tmp_path: Path) -
 
 
 def test_one_batch_check_serves_the_datamodules_the_cli_and_the_launcher() -> None:
-    from shufflenet_pl.data.common import InputError, per_device_batch_size
+    from shufflenet_pl.data.common import per_device_batch_size
+    from shufflenet_pl.errors import InputError
 
     from cluster.config import check_batch
 
@@ -511,7 +513,8 @@ def test_failure_report_names_the_killed_rank_first(tmp_path: Path) -> None:
 
 def test_sigterm_saves_last_ckpt_and_stops_without_requeue(tmp_path: Path, one_thread: None) -> None:
     """SIGTERM (scancel) during step 2: last.ckpt of step 3 as for USR2, but no requeue asked for."""
-    from cluster.requeue import PREEMPTION, Preempted
+    from cluster.requeue import PREEMPTION
+    from shufflenet_pl.callbacks import Preempted
 
     class _TermAtStep(_SignalAtStep):
         def __call__(self, trainer, *args) -> None:

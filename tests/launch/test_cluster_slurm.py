@@ -136,12 +136,12 @@ def train_config(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             "log_every_n_steps": 1,
             "enable_progress_bar": False,
             "logger": {
-                "class_path": "shufflenet_pl.tracking.WandbLogger",
+                "class_path": "shufflenet_pl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "shufflenet-pl-tests", "mode": "offline"},
             },
             "callbacks": [
                 {
-                    "class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
+                    "class_path": "shufflenet_pl.callbacks.VerifiedModelCheckpoint",
                     "init_args": {
                         "monitor": "val/acc1",
                         "mode": "max",

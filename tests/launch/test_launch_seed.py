@@ -44,12 +44,12 @@ def unseeded_config(demo_beton_root: Path, tmp_path_factory: pytest.TempPathFact
             "max_epochs": 2,
             "log_every_n_steps": 1,
             "logger": {
-                "class_path": "shufflenet_pl.tracking.WandbLogger",
+                "class_path": "shufflenet_pl.tracking.OfflineFirstWandbLogger",
                 "init_args": {"project": "shufflenet-pl-tests", "mode": "offline"},
             },
             "callbacks": [
                 {
-                    "class_path": "shufflenet_pl.callbacks.ModelCheckpoint",
+                    "class_path": "shufflenet_pl.callbacks.VerifiedModelCheckpoint",
                     "init_args": {"monitor": "val/acc1", "mode": "max", "save_last": True},
                 }
             ],

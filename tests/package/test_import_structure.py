@@ -3,7 +3,8 @@
 The graph counts module-level imports only (including those under ``if TYPE_CHECKING:``, which tools
 such as type checkers follow), not imports inside functions: a lazy in-function import runs after
 both modules are fully initialised, so it cannot fail the way a circle at import time does, and it is
-the usual way to keep a heavy optional dependency (FFCV, wandb) off the import path.
+the usual way to keep a heavy optional dependency (FFCV, wandb) off the import path. Nor does the
+package import the launcher (``cluster``), at any level.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 PACKAGE = "shufflenet_pl"
 ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = ("cluster", "launch")  # the launcher's modules beside the package
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -132,3 +134,19 @@ def test_detects_a_cycle(tmp_path: Path) -> None:
     cycle = find_cycle(graph)
     assert cycle is not None and {"shufflenet_pl.data.a", "shufflenet_pl.data.b"} <= set(cycle)
     assert graph["shufflenet_pl.lazy"] == set()  # an import inside a function is not an edge
+
+
+def test_package_does_not_import_the_launcher() -> None:
+    """Training code knows nothing of the launcher: no import of ``cluster`` (or ``launch``) anywhere in
+    the package, not even inside a function; the launcher imports the callbacks it names instead."""
+    offenders = []
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] in LAUNCHER]
+    assert offenders == []

@@ -94,7 +94,7 @@ def test_explicit_mode_and_wandb_mode_win(no_wandb_env: None, monkeypatch: pytes
 def test_logger_takes_run_id_folder_and_resources_from_the_job(
     no_wandb_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shufflenet_pl.tracking import WandbLogger, run_context
+    from shufflenet_pl.tracking import OfflineFirstWandbLogger, run_context
 
     job = tmp_path / "job"
     job.mkdir()
@@ -119,7 +119,7 @@ def test_logger_takes_run_id_folder_and_resources_from_the_job(
         "SLURM_JOB_NUM_NODES": "4",
     }.items():
         monkeypatch.setenv(key, value)
-    logger = WandbLogger()
+    logger = OfflineFirstWandbLogger()
     assert logger.version == "job1234x2" and logger.save_dir == str(job)
     assert logger.mode == "offline" and logger.name == "shufflenet-pl"
     logger.apply_cli_defaults("runs/elsewhere", "fit")
@@ -140,7 +140,7 @@ def test_logger_takes_run_id_folder_and_resources_from_the_job(
         "SLURM_JOB_NUM_NODES",
     ):
         monkeypatch.delenv(key)
-    logger = WandbLogger(project="p", group="widths", tags=["x0_5"])
+    logger = OfflineFirstWandbLogger(project="p", group="widths", tags=["x0_5"])
     logger.apply_cli_defaults("runs/demo", "validate")
     assert logger.version is None and logger.save_dir == "runs/demo"
     assert logger._wandb_init["job_type"] == "validate" and logger._wandb_init["group"] == "widths"
@@ -161,7 +161,7 @@ def test_unreadable_launch_json_warns_and_goes_on(
 def test_no_wandb_replaces_only_wandb_loggers() -> None:
     from shufflenet_pl.tracking.wandb_logger import remove_wandb_loggers
 
-    wandb = Namespace(class_path="shufflenet_pl.tracking.WandbLogger", init_args=Namespace(project="p"))
+    wandb = Namespace(class_path="shufflenet_pl.tracking.OfflineFirstWandbLogger", init_args=Namespace(project="p"))
     tensorboard = Namespace(
         class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace(save_dir="tb")
     )
@@ -181,15 +181,15 @@ def test_cli_logs_to_wandb_by_default_and_to_csv_with_no_wandb(no_wandb_env: Non
     the throughput callback; a CSVLogger in the same folder with ``--no-wandb``."""
     from lightning.pytorch.loggers import CSVLogger
 
-    from shufflenet_pl.callbacks import ThroughputMonitor
+    from shufflenet_pl.callbacks import ImagesPerSecondMonitor
     from shufflenet_pl.cli import build_cli
-    from shufflenet_pl.tracking import WandbLogger
+    from shufflenet_pl.tracking import OfflineFirstWandbLogger
 
     base = ["--config", DEMO, "--data", "bench.test_throughput_monitor.SleepyDataModule"]
     cli = build_cli(base, run=False)
     (logger,) = cli.trainer.loggers
-    assert isinstance(logger, WandbLogger) and logger.mode == "offline" and logger.save_dir == "runs/demo"
-    assert any(isinstance(cb, ThroughputMonitor) for cb in cli.trainer.callbacks)
+    assert isinstance(logger, OfflineFirstWandbLogger) and logger.mode == "offline" and logger.save_dir == "runs/demo"
+    assert any(isinstance(cb, ImagesPerSecondMonitor) for cb in cli.trainer.callbacks)
     cli = build_cli([*base, "--no-wandb"], run=False)
     (logger,) = cli.trainer.loggers
     assert isinstance(logger, CSVLogger) and logger.save_dir == "runs/demo"

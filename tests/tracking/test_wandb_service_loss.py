@@ -16,12 +16,12 @@ def _service_pids() -> list:
 
 
 def test_rows_survive_a_sigterm_to_the_wandb_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shufflenet_pl.tracking import WandbLogger
+    from shufflenet_pl.tracking import OfflineFirstWandbLogger
     from shufflenet_pl.tracking.reader import find_run_files, read_run_files
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_RUN_ID", raising=False)
-    logger = WandbLogger(project="t", mode="offline", save_dir=str(tmp_path))
+    logger = OfflineFirstWandbLogger(project="t", mode="offline", save_dir=str(tmp_path))
     run_id = logger.experiment.id
     for step in range(5):
         logger.log_metrics({"train/loss": 1.0 / (step + 1), "epoch": 0}, step=step)

@@ -92,14 +92,14 @@ def tiny_fit(
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from shufflenet_pl.callbacks import ModelCheckpoint
+    from shufflenet_pl.callbacks import VerifiedModelCheckpoint
     from shufflenet_pl.models import shufflenet_v2_x0_5
     from shufflenet_pl.module import ImageClassifier
 
     L.seed_everything(0)
     data = TensorDataset(torch.randn(32, 3, 32, 32), torch.arange(32) % 4)
     model = ImageClassifier(shufflenet_v2_x0_5(num_classes=4), lr=0.05, schedule="linear")
-    checkpoint = ModelCheckpoint(
+    checkpoint = VerifiedModelCheckpoint(
         dirpath=folder,
         filename="{epoch}",
         monitor="step",

@@ -85,13 +85,13 @@ def test_per_step_schedule_and_ema(tmp_path) -> None:
 @pytest.mark.parametrize("on_train_epoch_end", [False, True], ids=["after-validation", "after-train-epoch"])
 def test_last_checkpoint_is_refreshed_when_the_metric_does_not_improve(tmp_path, on_train_epoch_end: bool) -> None:
     """Lightning's own ModelCheckpoint leaves last.ckpt at the best epoch; ours keeps it at the newest."""
-    from shufflenet_pl.callbacks import ModelCheckpoint
+    from shufflenet_pl.callbacks import VerifiedModelCheckpoint
 
     class WorseEveryEpoch(L.Callback):  # a monitored score that only falls: only epoch 0 is "best"
         def on_validation_epoch_end(self, trainer, pl_module):
             pl_module.log("score", -float(trainer.current_epoch))
 
-    checkpoint = ModelCheckpoint(
+    checkpoint = VerifiedModelCheckpoint(
         dirpath=tmp_path / "ckpt",
         monitor="score",
         mode="max",
@@ -216,7 +216,7 @@ def test_training_steps_do_not_read_values_back_from_the_device(tmp_path) -> Non
     Counted as ``aten._local_scalar_dense`` calls (``.item()``, ``float()``) from one step to the next."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from shufflenet_pl.quiet import LogFriendlyProgressBar
+    from shufflenet_pl.callbacks import LogFriendlyProgressBar
 
     class CountReads(TorchDispatchMode):
         def __init__(self) -> None:

@@ -14,12 +14,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 from torch.utils.data import DataLoader, TensorDataset
 
-from shufflenet_pl.quiet import (
-    ConciseModelSummary,
-    LogFriendlyProgressBar,
-    make_trainer_quiet,
-    silence_third_party_noise,
-)
+from shufflenet_pl.callbacks import ConciseModelSummary, LogFriendlyProgressBar
+from shufflenet_pl.quiet import make_trainer_quiet, silence_third_party_noise
 
 ROOT = Path(__file__).resolve().parents[2]
 
