@@ -309,6 +309,16 @@ class _SlurmWatch:
                         f"node-{node.name}-{node.state}-{state.restarts}",
                         f"job {self.job_id}: {node.describe()}; SLURM requeues the job once it marks the node DOWN",
                     )
+        if state.state == "COMPLETING" and self.nodes:
+            # A stopped attempt ends only when every node of the job confirms it: a lost node holds the job
+            # until SLURM marks it DOWN (SlurmdTimeout).
+            for node in node_states(self.nodes).values():
+                if node.unavailable:
+                    until = "; the stopped attempt ends once SLURM marks the node DOWN" if node.unanswered else ""
+                    self._tell(
+                        f"completing-{node.name}-{state.restarts}",
+                        f"job {self.job_id} waits for {node.name}: {node.describe()}{until}",
+                    )
         if state.state != "PENDING":
             self.pending_since = None
         elif state.restarts:
