@@ -165,6 +165,11 @@ def _lost_rank(srun: Dict[int, Tuple[str, str]]) -> Optional[Tuple[int, str, str
     return (rank, how, host) if weight(how) < 3 else None
 
 
+def _lost_peer(attempt: _Attempt, survivor: int) -> Optional[Tuple[int, str, str]]:
+    """The lost rank by srun's account, never the survivor that saw it go (which then exits itself)."""
+    return _lost_rank({rank: entry for rank, entry in attempt.srun.items() if rank != survivor})
+
+
 class _SlurmWatch:
     """Every rank's log and SLURM's state of one job, read at each poll; one line per fault."""
 
@@ -186,6 +191,8 @@ class _SlurmWatch:
         self.pending_since: Optional[float] = None
         self.unknown_polls = 0
         self.headline: Optional[str] = None
+        #: nodes of the job whose slurmd stopped answering (a dead node: srun never hears of its ranks)
+        self.unanswered: Set[str] = set()
 
     def _tell(self, key: str, message: str) -> None:
         if key not in self.told:
@@ -233,7 +240,11 @@ class _SlurmWatch:
             attempt.peer_error_rank = int(match["rank"])
 
     def _loss(self, attempt: _Attempt, survivor: int, error: str) -> str:
-        lost = _lost_rank(attempt.srun)
+        lost = _lost_peer(attempt, survivor)
+        on_silent_node = sorted(r for r, host in attempt.hosts.items() if host in self.unanswered and r != survivor)
+        if lost is None and on_silent_node:
+            rank = on_silent_node[0]
+            return f"rank {rank} on {attempt.hosts[rank]} was lost ({attempt.hosts[rank]} does not respond)"
         if lost is None and attempt.world == 2:  # the one peer there is
             rank = 1 - survivor
             host = attempt.hosts.get(rank) or "its node"
@@ -257,15 +268,17 @@ class _SlurmWatch:
                     f"not-requeued-{restart}",
                     f"{where}: not requeued ({attempt.submitit_not_requeued})" + (f"; {resume}" if resume else ""),
                 )
-            waited = final or time.time() - attempt.lost_seen_at > 10 or _lost_rank(attempt.srun) is not None
-            if attempt.peer_requeue and waited:
+            waited = (
+                final or time.time() - attempt.lost_seen_at > 10 or bool(self.unanswered & set(attempt.hosts.values()))
+            )
+            if attempt.peer_requeue and (waited or _lost_peer(attempt, attempt.peer_requeue[0])):
                 survivor, error, failure, limit = attempt.peer_requeue
                 self._tell(
                     f"requeue-{restart}",
                     f"{where}: {self._loss(attempt, survivor, error)}; the job requeued itself (failure "
                     f"{failure} of at most {limit}) and resumes from the newest checkpoint",
                 )
-            if attempt.peer_limit and waited:
+            if attempt.peer_limit and (waited or _lost_peer(attempt, attempt.peer_limit[0])):
                 survivor, failures, limit = attempt.peer_limit
                 loss = self._loss(attempt, survivor, "its peer gone")
                 limit_text = f"--max-failures {limit}, {failures} requeue(s) after a lost rank so far"
@@ -285,6 +298,8 @@ class _SlurmWatch:
         """What SLURM's state adds: a requeue of its own, nodes that fail, a job that waits for nodes."""
         if state.state == "RUNNING" and state.nodes:
             self.nodes = state.nodes
+        if state.state in ("RUNNING", "COMPLETING") and self.nodes:
+            self.unanswered = {node.name for node in node_states(self.nodes).values() if node.unanswered}
         while state.restarts > self.restarts_seen:
             self.requeued_at[self.restarts_seen] = time.time()
             self.restarts_seen += 1
@@ -308,6 +323,17 @@ class _SlurmWatch:
                     self._tell(
                         f"node-{node.name}-{node.state}-{state.restarts}",
                         f"job {self.job_id}: {node.describe()}; SLURM requeues the job once it marks the node DOWN",
+                    )
+        told_requeues = all(f"requeue-{restart}" in self.told for restart in range(state.restarts))
+        if state.state == "COMPLETING" and self.nodes and told_requeues:
+            # A stopped attempt ends only when every node of the job confirms it: a lost node holds the job
+            # until SLURM marks it DOWN (SlurmdTimeout).
+            for node in node_states(self.nodes).values():
+                if node.unavailable:
+                    until = "; the stopped attempt ends once SLURM marks the node DOWN" if node.unanswered else ""
+                    self._tell(
+                        f"completing-{node.name}-{state.restarts}",
+                        f"job {self.job_id} waits for {node.name}: {node.describe()}{until}",
                     )
         if state.state != "PENDING":
             self.pending_since = None

@@ -27,6 +27,10 @@ class JobState:
     nodes: List[str] = field(default_factory=list)
 
 
+#: Node states (``sinfo``'s words, without their flag suffixes) in which SLURM starts no job on the node.
+_OUT_OF_SERVICE = {"down", "drained", "draining", "fail", "failing", "maint"}
+
+
 @dataclass
 class NodeState:
     """A node as ``sinfo`` tells it: ``state`` as SLURM prints it (``down*``: down, not responding)."""
@@ -38,18 +42,17 @@ class NodeState:
     @property
     def unavailable(self) -> bool:
         """Down, drained, failing or not responding: no job starts on it."""
-        return self.state.endswith("*") or self.state.rstrip("*~#!%$@^-") in {
-            "down",
-            "drained",
-            "draining",
-            "fail",
-            "failing",
-            "maint",
-            "unknown",
-        }
+        return self.state.endswith("*") or self.state.rstrip("*~#!%$@^-") in _OUT_OF_SERVICE | {"unknown"}
+
+    @property
+    def unanswered(self) -> bool:
+        """Its slurmd does not answer and SLURM has not marked it DOWN (or drained) yet."""
+        return self.state.endswith("*") and self.state.rstrip("*~#!%$@^-") not in _OUT_OF_SERVICE
 
     def describe(self) -> str:
-        words = "does not respond" if self.state.endswith("*") else f"is {self.state.rstrip('*').upper()}"
+        """``node2 is DOWN (Not responding)``, ``node2 does not respond`` (not DOWN yet), ``node2 is DRAINED
+        (maintenance)``."""
+        words = "does not respond" if self.unanswered else f"is {self.state.rstrip('*').upper()}"
         reason = self.reason if self.reason and self.reason != "none" else ""
         return f"{self.name} {words}" + (f" ({reason})" if reason else "")
 

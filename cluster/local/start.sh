@@ -133,9 +133,7 @@ export SLURM_CONF=$DIR/etc/slurm.conf
 # --- daemons --------------------------------------------------------------------------------------
 slurmctld -i -f "$SLURM_CONF" || die "slurmctld did not start; see $DIR/log/slurmctld.log"
 for k in $(seq 1 "$NODES"); do
-  unshare -m --propagation private sh -c \
-    "mount --bind '$DIR/etc/hosts' /etc/hosts && exec slurmd -f '$SLURM_CONF' -N node$k" \
-    || die "slurmd node$k did not start; see $DIR/log/slurmd-node$k.log"
+  bash "$HERE/node.sh" --dir "$DIR" start "node$k" >/dev/null || die "slurmd node$k did not start"
 done
 
 # --- wait until every node is idle ---------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import torch
@@ -47,10 +47,10 @@ def _free_port_block(size: int) -> int:
     raise RuntimeError("no free ports")
 
 
-@pytest.fixture(scope="module")
-def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
-    """A 2-node SLURM cluster started by the project's own script; stopped (by PID) afterwards, also
-    when a test fails. Yields the environment in which its clients work."""
+def _cluster(tmp_path_factory: pytest.TempPathFactory, *options: str) -> Iterator[Dict[str, str]]:
+    """A 2-node SLURM cluster started by the project's own script with ``options``; stopped (by PID)
+    afterwards, also when a test fails. Yields the environment in which its clients work, with the
+    state folder as ``LOCAL_SLURM_DIR``."""
     if shutil.which("slurmctld") is None and os.geteuid() != 0:
         pytest.skip("SLURM is not installed and installing it needs root (bash setup.sh --dev installs it)")
     state = tmp_path_factory.mktemp("slurm")
@@ -67,6 +67,7 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
             "2",
             "--port",
             str(port),
+            *options,
         ],
         capture_output=True,
         text=True,
@@ -86,12 +87,30 @@ def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["WANDB_MODE"] = "offline"
         env["WANDB_SILENT"] = "true"
+        env["LOCAL_SLURM_DIR"] = str(state)
         yield env
     finally:
         daemons = {p.stem: int(p.read_text()) for p in (state / "run").glob("*.pid")}
         subprocess.run(["bash", str(REPO / "cluster/local/stop.sh"), "--dir", str(state)], timeout=300)
         still_running = [name for name, pid in daemons.items() if _running(pid)]
         assert not still_running, f"stop.sh left {still_running} running"
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
+    """The cluster of most tests: SLURM's own SlurmdTimeout, so that a busy host never loses a node."""
+    yield from _cluster(tmp_path_factory)
+
+
+#: Seconds without an answer from a node's slurmd before SLURM marks the node DOWN, on the cluster of
+#: the lost-node test.
+SLURMD_TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def lossy_slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
+    """A cluster of its own that notices a dead node within seconds (a short SlurmdTimeout)."""
+    yield from _cluster(tmp_path_factory, "--slurmd-timeout", str(SLURMD_TIMEOUT))
 
 
 def _running(pid: int) -> bool:
@@ -504,6 +523,27 @@ def _log_text(folder: Path, job_id: str, rank: int = 0) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _timed_checkpoint_config(jobs: Path) -> Path:
+    """A config with a timed checkpoint every 0.6 s (a kill redoes at most that much), so that saves
+    land in the second epoch however fast this machine trains the three short epochs."""
+    timed = jobs / "timed.yaml"
+    callback = {"class_path": "shufflenet_pl.callbacks.TimedCheckpoint", "init_args": {"every_minutes": 0.01}}
+    timed.write_text(yaml.safe_dump({"trainer": {"callbacks": [callback]}}))
+    return timed
+
+
+def _wait_for_timed_save_in_second_epoch(jobs: Path, launcher: subprocess.Popen, deadline: float) -> None:
+    steps_per_epoch = 200 // GLOBAL_BATCH
+    while not list(jobs.glob("*/launch.json")) or not any(
+        int(step) > steps_per_epoch
+        for step in re.findall(
+            r"at global step (\d+) (?:in \S+ s )?\(every", _log_text(_job_folder(jobs), _recorded_job_id(jobs))
+        )
+    ):
+        assert time.time() < deadline and launcher.poll() is None, "launcher ended before a timed save"
+        time.sleep(0.2)
+
+
 #: The faults every optimizer step must survive exactly once: SLURM's requeue signal (time limit,
 #: preemption with a user signal), a plain SIGTERM (scancel, preemption) resumed with --resume, a
 #: killed rank (a lost node) that the job requeues itself, from its last timed checkpoint, and its
@@ -531,24 +571,8 @@ def requeued_job(
     extra: List[str] = []
     if fault == "sigterm":  # loader worker processes, which SLURM's SIGTERM reaches too
         extra = ["--data.init_args.num_workers", "1"]
-    if fault == "kill9":  # a timed checkpoint every 0.6 s (the kill redoes at most that much), so that
-        # saves land in the second epoch however fast this machine trains the three short epochs
-        timed = jobs / "timed.yaml"
-        timed.write_text(
-            yaml.safe_dump(
-                {
-                    "trainer": {
-                        "callbacks": [
-                            {
-                                "class_path": "shufflenet_pl.callbacks.TimedCheckpoint",
-                                "init_args": {"every_minutes": 0.01},
-                            }
-                        ]
-                    }
-                }
-            )
-        )
-        extra = ["--config", str(timed)]
+    if fault == "kill9":
+        extra = ["--config", str(_timed_checkpoint_config(jobs))]
     launcher = subprocess.Popen(
         [
             sys.executable,
@@ -579,15 +603,7 @@ def requeued_job(
     try:
         deadline = time.time() + 400
         if fault == "kill9":  # its config's callback list replaces the ModelCheckpoint: wait for a timed save
-            steps_per_epoch = 200 // GLOBAL_BATCH
-            while not list(jobs.glob("*/launch.json")) or not any(
-                int(step) > steps_per_epoch
-                for step in re.findall(
-                    r"at global step (\d+) \(every", _log_text(_job_folder(jobs), _recorded_job_id(jobs))
-                )
-            ):
-                assert time.time() < deadline and launcher.poll() is None, launcher.communicate()
-                time.sleep(0.2)
+            _wait_for_timed_save_in_second_epoch(jobs, launcher, deadline)
         while time.time() < deadline and fault != "kill9" and not list(jobs.glob("*/checkpoints/best-epoch=000.ckpt")):
             assert launcher.poll() is None, launcher.communicate()
             time.sleep(0.2)
@@ -680,7 +696,9 @@ def test_requeued_job_resumes_exactly(requeued_job: Tuple[str, Path, str, _Outpu
     if fault == "kill9":
         assert len(launch["failures"]) == 1 and launch["failures"][0]["seen_by_rank"] == 0
         before_kill = first_log.split("restart 1:")[0]  # a requeued job appends to the same log
-        timed_saves = [int(m) for m in re.findall(r"last\.ckpt at global step (\d+) \(every", before_kill)]
+        timed_saves = [
+            int(m) for m in re.findall(r"last\.ckpt at global step (\d+) (?:in \S+ s )?\(every", before_kill)
+        ]
         assert resumed_step == timed_saves[-1]  # the newest timed checkpoint before the kill
     else:
         saved_step = int(first_log.split("last.ckpt at global step ")[1].split()[0])
@@ -921,3 +939,96 @@ def test_ctrl_c_cancels_a_local_job_in_one_line(
         f"python launch.py --resume {folder}\n" in out
     ), out[-2000:]
     assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err, err[-3000:]
+
+
+def _node_script(env: Dict[str, str], action: str, node: str) -> None:
+    subprocess.run(
+        ["bash", str(REPO / "cluster/local/node.sh"), "--dir", env["LOCAL_SLURM_DIR"], action, node],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_lost_node_is_waited_for_and_the_job_resumes_exactly(
+    lossy_slurm: Dict[str, str], train_config: Path, two_node_job: Path, tmp_path: Path
+) -> None:
+    """rank 1's node dies (its slurmd, its job step and its task killed at once): within 30 s the
+    launcher names the lost rank and node; while SLURM holds the job (COMPLETING until it marks the
+    node DOWN, then PENDING without it) a line says that the job waits and for which node; once the
+    node's slurmd runs again the job starts again and ends with the weights of the uninterrupted run,
+    in one W&B run."""
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "launch.py"),
+            "--preset",
+            "local-slurm",
+            "--nodes",
+            "2",
+            "--gpus",
+            "1",
+            "--wait",
+            "--jobs-dir",
+            str(tmp_path),
+            "--job-name",
+            "lost-node",
+            "--config",
+            str(train_config),
+            "--config",
+            str(_timed_checkpoint_config(tmp_path)),
+        ],
+        cwd=tmp_path,
+        env=lossy_slurm,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output = _Output(launcher)
+    node, node_back = "", False
+    try:
+        _wait_for_timed_save_in_second_epoch(tmp_path, launcher, time.time() + 300)
+        folder = _job_folder(tmp_path)
+        job_id = _recorded_job_id(tmp_path)
+        node = re.findall(r"rank 1/2 \(node 1/2, local rank 0\) on ([^\s,:]+)", _log_text(folder, job_id, rank=1))[0]
+        output.fault_at = time.time()
+        _node_script(lossy_slurm, "kill", node)
+        deadline = time.time() + 120
+        while not output.launcher_lines(rf"waits .*{node}"):
+            assert time.time() < deadline and launcher.poll() is None, output.text()
+            time.sleep(0.5)
+        while "waits to start again" not in "".join(line for _, line in output.launcher_lines("waits")):
+            assert time.time() < deadline and launcher.poll() is None, output.text()
+            time.sleep(0.5)
+        _node_script(lossy_slurm, "start", node)
+        node_back = True
+        launcher.wait(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        if node and not node_back:
+            _node_script(lossy_slurm, "start", node)
+    out, err = output.text()
+    assert launcher.returncode == 0, out[-3000:] + err[-5000:]
+
+    (lost,) = output.launcher_lines(r"was lost")
+    assert lost[0] < 30 and re.match(
+        rf"\[launch\] job {job_id}: rank 1 on {node} was lost \(.*\); the job requeued itself \(failure 1 of", lost[1]
+    ), lost
+    waits = output.launcher_lines(r"waits")
+    assert all(node in line for _, line in waits), waits
+    held = [at for at, line in waits if line.startswith(f"[launch] job {job_id} waits for {node}: {node} does not")]
+    pending = [at for at, line in waits if line.startswith(f"[launch] job {job_id} waits to start again")]
+    assert held and pending, waits  # while SLURM holds the stopped attempt, and while the job waits for the node
+    assert lost[0] <= held[0] < pending[0] < SLURMD_TIMEOUT + 40, (lost, waits)  # no long silence
+    assert "Traceback" not in out + err and "srun: " not in out + err
+
+    launch = json.loads((folder / "launch.json").read_text())
+    assert len(launch["attempts"]) == 2 and len(launch["failures"]) == 1, launch
+    assert "restart 1: resuming from" in _log_text(folder, job_id)
+    assert json.loads((folder / "result.json").read_text())["global_step"] == EPOCHS * (200 // GLOBAL_BATCH)
+    assert {run_id for run_id, _ in _train_rows(folder)} == {launch["wandb_run_id"]}
+    _assert_same_training(folder, two_node_job)
+    weights, expected = _final_weights(folder), _final_weights(two_node_job)
+    assert all(torch.equal(weights[name], tensor) for name, tensor in expected.items())  # bitwise
