@@ -51,7 +51,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -122,6 +122,25 @@ def torchvision_epoch(split: Path, res: int, batch: int, workers: int) -> EpochF
     return epoch
 
 
+def train_loader(beton: Path, image_pipeline: list, batch: int, workers: int) -> Any:
+    """An FFCV ``Loader`` over ``beton`` as every FFCV row of this benchmark reads it: random order
+    (seed 0), whole batches, the OS page cache; ``image_pipeline`` for the images, ints for labels."""
+    from ffcv.fields.decoders import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToTensor
+
+    return Loader(
+        str(beton),
+        batch_size=batch,
+        num_workers=workers,
+        order=OrderOption.RANDOM,
+        seed=0,
+        drop_last=True,
+        os_cache=True,
+        pipelines={"image": image_pipeline, "label": [IntDecoder(), ToTensor()]},
+    )
+
+
 def ffcv_epoch(
     beton: Path, res: int, batch: int, workers: int, stages: str = "full", channels_last: bool = True
 ) -> EpochFn:
@@ -129,8 +148,7 @@ def ffcv_epoch(
     ``flip``, ``full`` (+ ToTensor + ToTorchImage: a uint8 ``(N, 3, H, W)`` tensor, by default FFCV's
     channels_last view of the batch, with ``channels_last=False`` a contiguous NCHW copy)."""
     import torch
-    from ffcv.fields.decoders import IntDecoder, RandomResizedCropRGBImageDecoder
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.fields.decoders import RandomResizedCropRGBImageDecoder
     from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 
     image = [RandomResizedCropRGBImageDecoder((res, res))]
@@ -139,16 +157,7 @@ def ffcv_epoch(
     image.append(ToTensor())
     if stages == "full":
         image.append(ToTorchImage(channels_last=channels_last))
-    loader = Loader(
-        str(beton),
-        batch_size=batch,
-        num_workers=workers,
-        order=OrderOption.RANDOM,
-        seed=0,
-        drop_last=True,
-        os_cache=True,
-        pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
-    )
+    loader = train_loader(beton, image, batch, workers)
 
     def epoch() -> int:
         count = 0
@@ -166,8 +175,6 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int, channels_last: b
     tensor out, laid out as for :func:`ffcv_epoch` (the flip happens inside the decode; normalisation
     on the device, as for the other rows)."""
     import torch
-    from ffcv.fields.decoders import IntDecoder
-    from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import ToTensor, ToTorchImage
 
     from shufflenet_pl.data.ffcv_decode import SeededRandomResizedCropDecoder
@@ -176,16 +183,7 @@ def ours_epoch(beton: Path, res: int, batch: int, workers: int, channels_last: b
     decoder = SeededRandomResizedCropDecoder((res, res), seed=0)
     image = [decoder, ToTensor(), ToTorchImage(channels_last=channels_last)]
     with pipeline_cache():
-        loader = Loader(
-            str(beton),
-            batch_size=batch,
-            num_workers=workers,
-            order=OrderOption.RANDOM,
-            seed=0,
-            drop_last=True,
-            os_cache=True,
-            pipelines={"image": image, "label": [IntDecoder(), ToTensor()]},
-        )
+        loader = train_loader(beton, image, batch, workers)
     epochs = [0]
 
     def epoch() -> int:

@@ -266,28 +266,18 @@ def profile_loader(
 ) -> Dict[str, Any]:
     """Worker time of our training loader on ``beton`` split into :data:`PARTS` (ms per image per
     worker and share of the epoch's worker-seconds), over ``epochs`` epochs after a warm-up one."""
-    from ffcv.fields.decoders import IntDecoder
-    from ffcv.loader import Loader, OrderOption
     from ffcv.reader import Reader
     from ffcv.transforms import ToTensor, ToTorchImage
 
     from shufflenet_pl.data import quiet_numba  # noqa: F401
+    from benchmarks.data_throughput import train_loader
     from shufflenet_pl.data.jit_cache import pipeline_cache
 
     _, _, now, _ = _instruments()
     samples = int(Reader(str(beton)).num_samples)
     decoder = _timed_decoder(res, samples, schedule)
     with pipeline_cache():
-        loader = Loader(
-            str(beton),
-            batch_size=batch,
-            num_workers=workers,
-            order=OrderOption.RANDOM,
-            seed=0,
-            drop_last=True,
-            os_cache=True,
-            pipelines={"image": [decoder, ToTensor(), ToTorchImage()], "label": [IntDecoder(), ToTensor()]},
-        )
+        loader = train_loader(beton, [decoder, ToTensor(), ToTorchImage()], batch, workers)
     per_second = _cycles_per_second(now)
     parts = dict.fromkeys(PARTS, 0.0)
     consumer_wait = wall = 0.0

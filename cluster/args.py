@@ -175,12 +175,9 @@ def label(choices: Sequence[Tuple[str, str]]) -> str:
 
 def check_configs(training_args: List[str]) -> List[str]:
     """Name a missing --config file before anything else; add the demo config when none is given."""
-    given = []
-    for i, arg in enumerate(training_args):
-        if arg in ("--config", "-c") and i + 1 < len(training_args):
-            given.append(training_args[i + 1])
-        elif arg.startswith("--config="):
-            given.append(arg.split("=", 1)[1])
+    from shufflenet_pl.input_checks import config_files
+
+    given = config_files(training_args)
     for path in given:
         if not Path(path).is_file():
             nearby = sorted(str(p) for p in Path("configs").glob("*/*.yaml"))[:12] if Path("configs").is_dir() else []

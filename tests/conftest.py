@@ -39,7 +39,7 @@ def cli_env(tmp_path: Path) -> dict:
     return env
 
 
-def run_cli(args: list, cwd: Path, env: dict, timeout: float = 900):  # 3x a busy 2-core machine's time
+def run_cli(args: list, cwd: Path, env: dict, timeout: float = 900):  # a hung command fails the test
     import subprocess
 
     return subprocess.run(

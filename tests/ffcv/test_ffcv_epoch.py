@@ -17,7 +17,7 @@ from helpers.ffcv_faults import FAULT_MESSAGE, FaultyFFCVDataModule  # noqa: E40
 
 from shufflenet_pl.data.ffcv import FFCVImageNetDataModule  # noqa: E402
 
-# The first epoch JIT-compiles the pipeline (tens of seconds on a busy 2-core machine): the bound on a
+# The first epoch JIT-compiles the pipeline (tens of seconds on a small machine): the bound on a
 # whole iteration is generous; the bound that matters is the one on the time from fault to raise.
 ITERATION_LIMIT_S = 300
 RAISE_WITHIN_S = 5.0
